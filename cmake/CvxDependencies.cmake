@@ -1,0 +1,62 @@
+# Finds every third-party dependency and folds them into one INTERFACE target, cvx_deps.
+
+find_package(Torch REQUIRED)
+find_package(MPI REQUIRED COMPONENTS C)
+find_package(Boost 1.74 REQUIRED COMPONENTS log log_setup program_options)
+find_package(nlohmann_json 3.9 REQUIRED)
+find_package(Threads REQUIRED)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(LIBAV REQUIRED IMPORTED_TARGET libavformat libavcodec libavutil libswscale)
+
+# ---- parallel HDF5: the serial build cannot write one file from many ranks.
+set(HDF5_PREFER_PARALLEL TRUE)
+if(NOT DEFINED HDF5_ROOT AND EXISTS "/usr/lib/x86_64-linux-gnu/hdf5/openmpi")
+  # Debian installs serial and parallel HDF5 side by side; point at the MPI one.
+  set(HDF5_ROOT "/usr/lib/x86_64-linux-gnu/hdf5/openmpi")
+  set(HDF5_C_COMPILER_EXECUTABLE "/usr/bin/h5pcc")
+endif()
+find_package(HDF5 REQUIRED COMPONENTS C)
+if(NOT HDF5_IS_PARALLEL)
+  message(FATAL_ERROR
+    "cvx needs the parallel (MPI) build of HDF5, but the one found is serial "
+    "(${HDF5_C_LIBRARIES}). On Debian/Ubuntu: apt install libhdf5-openmpi-dev; "
+    "on a cluster: module load a parallel hdf5, or pass -DHDF5_ROOT=<parallel hdf5 prefix>.")
+endif()
+
+# ---- CUDA / NCCL: only with a CUDA-enabled libtorch.
+set(CVX_HAVE_CUDA OFF)
+if(NOT CVX_WITH_CUDA STREQUAL "OFF")
+  set(_torch_has_cuda OFF)
+  if(TARGET torch_cuda OR CUDA_FOUND OR TORCH_CUDA_LIBRARIES)
+    set(_torch_has_cuda ON)
+  endif()
+  if(_torch_has_cuda)
+    find_path(NCCL_INCLUDE_DIR nccl.h HINTS $ENV{NCCL_HOME}/include /usr/local/cuda/include)
+    find_library(NCCL_LIBRARY nccl HINTS $ENV{NCCL_HOME}/lib $ENV{NCCL_HOME}/lib64 /usr/local/cuda/lib64)
+    if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
+      set(CVX_HAVE_CUDA ON)
+    endif()
+  endif()
+  if(CVX_WITH_CUDA STREQUAL "ON" AND NOT CVX_HAVE_CUDA)
+    message(FATAL_ERROR "CVX_WITH_CUDA=ON but libtorch has no CUDA or NCCL was not found "
+      "(torch CUDA: ${_torch_has_cuda}; set NCCL_HOME to the NCCL prefix).")
+  endif()
+endif()
+message(STATUS "cvx: torch ${Torch_VERSION}, CUDA/NCCL support: ${CVX_HAVE_CUDA}")
+
+add_library(cvx_deps INTERFACE)
+target_link_libraries(cvx_deps INTERFACE
+  ${TORCH_LIBRARIES} MPI::MPI_C
+  Boost::log Boost::log_setup Boost::program_options
+  nlohmann_json::nlohmann_json PkgConfig::LIBAV Threads::Threads
+  ${HDF5_C_LIBRARIES})
+target_include_directories(cvx_deps SYSTEM INTERFACE ${HDF5_C_INCLUDE_DIRS})
+target_compile_definitions(cvx_deps INTERFACE BOOST_LOG_DYN_LINK ${HDF5_C_DEFINITIONS})
+if(CVX_HAVE_CUDA)
+  target_include_directories(cvx_deps SYSTEM INTERFACE ${NCCL_INCLUDE_DIR})
+  target_link_libraries(cvx_deps INTERFACE ${NCCL_LIBRARY})
+  target_compile_definitions(cvx_deps INTERFACE CVX_WITH_CUDA=1)
+endif()
+# torch's flags carry the C++ ABI choice, which everything we link must share.
+separate_arguments(_torch_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
+target_compile_options(cvx_deps INTERFACE ${_torch_flags})

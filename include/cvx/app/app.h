@@ -1,0 +1,26 @@
+// The frame every cvx program runs in: MPI bootstrap, logging, thread setup, and one place that
+// turns an exception on any rank into a logged error and MPI_Abort (no rank is left hanging).
+#pragma once
+#include <functional>
+#include <string>
+
+#include "cvx/core/mpi_env.h"
+
+namespace cvx {
+
+struct AppContext {
+  std::string name;  // program name, e.g. "cvx_train"
+  int argc = 0;
+  char** argv = nullptr;
+  const MpiWorld* mpi = nullptr;
+};
+
+// Runs body(ctx) with MPI initialised and console logging set up; returns the process exit code.
+// An exception on any rank is logged with that rank and aborts the whole job.
+int run_app(const std::string& name, int argc, char** argv, const std::function<int(AppContext&)>& body);
+
+// Number of intra-op threads for libtorch: `requested` if > 0, else OMP_NUM_THREADS, else the
+// cores this process may use divided among the ranks sharing the node.
+int configure_torch_threads(int requested, const MpiWorld& mpi);
+
+}  // namespace cvx

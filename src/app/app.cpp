@@ -1,0 +1,84 @@
+#include "cvx/app/app.h"
+
+#include <sched.h>
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <iostream>
+
+#include "cvx/core/error.h"
+#include "cvx/core/log.h"
+
+namespace cvx {
+namespace {
+std::string describe(const Error& e) {
+  if (e.where().empty()) return e.message();
+  return e.message() + " [" + e.where() + "]";
+}
+
+// Torch errors carry a multi-line backtrace; the first line is the message.
+std::string first_line(const std::string& text) {
+  const auto nl = text.find('\n');
+  return nl == std::string::npos ? text : text.substr(0, nl);
+}
+}  // namespace
+
+int configure_torch_threads(int requested, const MpiWorld& mpi) {
+  int threads = requested;
+  if (threads <= 0) {
+    if (const char* env = std::getenv("OMP_NUM_THREADS")) threads = std::atoi(env);
+  }
+  if (threads <= 0) {
+    cpu_set_t set;
+    int cores = 1;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) cores = CPU_COUNT(&set);
+    // With several ranks per node sharing the same affinity mask, split the cores between them.
+    threads = std::max(1, cores / std::max(1, mpi.local_size));
+  }
+  torch::set_num_threads(threads);
+  return threads;
+}
+
+int run_app(const std::string& name, int argc, char** argv, const std::function<int(AppContext&)>& body) {
+  const MpiWorld* world = nullptr;
+  try {
+    world = &mpi_init(&argc, &argv);
+  } catch (const Error& e) {
+    std::cerr << name << ": error: " << describe(e) << std::endl;
+    return 1;
+  }
+  log::LogSettings settings;
+  settings.rank = world->rank;
+  settings.world_size = world->size;
+  log::init(settings);
+
+  AppContext ctx;
+  ctx.name = name;
+  ctx.argc = argc;
+  ctx.argv = argv;
+  ctx.mpi = world;
+  std::string failure;
+  int code = 0;
+  try {
+    code = body(ctx);
+  } catch (const Error& e) {
+    failure = describe(e);
+  } catch (const c10::Error& e) {
+    failure = "torch: " + first_line(e.what());
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  if (!failure.empty()) {
+    CVX_ERROR << name << " failed on rank " << world->rank << "/" << world->size << " (" << world->hostname
+              << "): " << failure;
+    log::flush();
+    if (world->size > 1) mpi_abort(1);
+    mpi_finalize();
+    return 1;
+  }
+  log::flush();
+  mpi_finalize();
+  return code;
+}
+
+}  // namespace cvx

@@ -1,0 +1,49 @@
+#include "test_util.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+
+namespace cvx::test {
+
+std::optional<std::filesystem::path> golden_dir() {
+  std::filesystem::path dir;
+  if (const char* env = std::getenv("CVX_GOLDEN_DIR"); env != nullptr && *env != '\0') {
+    dir = env;
+  } else {
+    dir = CVX_DEFAULT_GOLDEN_DIR;
+  }
+  if (!std::filesystem::exists(dir / "manifest.json")) return std::nullopt;
+  return std::filesystem::weakly_canonical(dir);
+}
+
+std::filesystem::path scratch_dir(const std::string& name) {
+  static std::atomic<int> counter{0};
+  const auto dir = std::filesystem::path(CVX_BINARY_DIR) / "test_scratch" /
+                   (name + "-" + std::to_string(getpid()) + "-" + std::to_string(counter++));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+std::filesystem::path built_program(const std::string& name) { return std::filesystem::path(CVX_BINARY_DIR) / name; }
+
+int run_command(const std::string& command, std::string* output) {
+  const std::string full = command + " 2>&1";
+  FILE* pipe = popen(full.c_str(), "r");
+  if (pipe == nullptr) return -1;
+  std::array<char, 4096> buffer{};
+  std::string text;
+  size_t n = 0;
+  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) text.append(buffer.data(), n);
+  const int status = pclose(pipe);
+  if (output != nullptr) *output = text;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+}  // namespace cvx::test

@@ -1,0 +1,32 @@
+#include <gtest/gtest.h>
+
+#include "cvx/core/checked_call.h"
+#include "cvx/core/error.h"
+
+TEST(Error, CheckCarriesMessageAndLocation) {
+  try {
+    const int got = 3;
+    CVX_CHECK(got == 4, "expected 4 frames, got ", got);
+    FAIL() << "CVX_CHECK did not throw";
+  } catch (const cvx::Error& e) {
+    EXPECT_EQ(e.message(), "expected 4 frames, got 3");
+    EXPECT_NE(e.where().find("tests/unit/error_test.cpp:"), std::string::npos) << e.where();
+  }
+}
+
+TEST(Error, TypedChecksThrowTheirType) {
+  EXPECT_THROW(CVX_CHECK_AS(cvx::ConfigError, false, "x"), cvx::ConfigError);
+  EXPECT_THROW(CVX_CHECK_AS(cvx::FormatError, false, "x"), cvx::Error);
+}
+
+TEST(Error, AvAndHdf5WrappersDescribeTheFailure) {
+  try {
+    CVX_AV(-2);  // AVERROR(ENOENT)
+    FAIL();
+  } catch (const cvx::SystemError& e) {
+    EXPECT_NE(std::string(e.what()).find("No such file or directory"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(CVX_AV(5), 5);
+  EXPECT_THROW(CVX_H5(-1), cvx::SystemError);
+  EXPECT_EQ(CVX_H5(7), 7);
+}
