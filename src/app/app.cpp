@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "cvx/core/error.h"
+#include "cvx/core/checked_call.h"
 #include "cvx/core/log.h"
 
 namespace cvx {
@@ -79,6 +80,43 @@ int run_app(const std::string& name, int argc, char** argv, const std::function<
   log::flush();
   mpi_finalize();
   return code;
+}
+
+}  // namespace cvx
+
+#include "cvx/app/general_config.h"
+#include "cvx/core/options.h"
+
+namespace cvx {
+
+bool parse_and_configure(AppContext& ctx, Options& options, GeneralConfig& general) {
+  if (options.parse(ctx.argc, ctx.argv) == Options::Outcome::help_shown) {
+    if (ctx.mpi->rank == 0) std::cout << options.help_text() << std::flush;
+    return false;
+  }
+  log::LogSettings settings;
+  settings.rank = ctx.mpi->rank;
+  settings.world_size = ctx.mpi->size;
+  settings.all_ranks = general.log_all_ranks;
+  settings.level = log::parse_level(general.log_level);
+  log::init(settings);
+  const int threads = configure_torch_threads(static_cast<int>(general.num_threads), *ctx.mpi);
+  CVX_INFO << ctx.name << " " << CVX_VERSION << ": " << ctx.mpi->size << " rank(s) on " << ctx.mpi->num_nodes
+           << " node(s), " << threads << " torch thread(s) per rank, libtorch " << TORCH_VERSION;
+  return true;
+}
+
+void open_run_folder(const AppContext& ctx, const Options& options, const std::filesystem::path& dir) {
+  if (ctx.mpi->rank == 0) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    CVX_CHECK_AS(SystemError, !ec, "cannot create run folder ", dir.string(), ": ", ec.message());
+    options.save(dir / "config.ini");
+  }
+  // Other ranks may only open their log files once the folder exists.
+  CVX_MPI(MPI_Barrier(ctx.mpi->world));
+  log::add_run_folder(dir);
+  CVX_INFO << "run folder " << dir.string() << "; resolved configuration:\n" << options.to_ini();
 }
 
 }  // namespace cvx

@@ -1,9 +1,30 @@
+// cvx_train: fine-tune a CogVideoX transformer (LoRA or full) on a precomputed latent store.
 #include "cvx/app/app.h"
-#include "cvx/core/log.h"
+#include "cvx/app/general_config.h"
+#include "cvx/core/options.h"
+#include "cvx/data/data_config.h"
+#include "cvx/dist/parallel_config.h"
+#include "cvx/model/lora_config.h"
+#include "cvx/model/model_config.h"
+#include "cvx/train/train_config.h"
+#include "cvx/train/trainer.h"
 
 int main(int argc, char** argv) {
   return cvx::run_app("cvx_train", argc, argv, [](cvx::AppContext& ctx) {
-    CVX_INFO << ctx.name << ": world size " << ctx.mpi->size;
-    return 0;
+    cvx::GeneralConfig general;
+    cvx::TrainRunConfig run;
+    cvx::Options options("cvx_train",
+                         "fine-tune a CogVideoX transformer (LoRA or full) with sharded training over MPI ranks");
+    options.add("", general)
+        .add("model", run.model, "the diffusers model to fine-tune")
+        .add("data", run.data, "dataset and latent store (written by cvx_precompute)")
+        .add("train", run.train, "optimisation, schedule, checkpoints")
+        .add("lora", run.lora, "LoRA adapters (training_type = lora)")
+        .add("parallel", run.parallel, "distribution over ranks")
+        .add("validation", run.validation, "validation videos during training")
+        .foreign_sections({"precompute", "generate"});
+    if (!cvx::parse_and_configure(ctx, options, general)) return 0;
+    cvx::open_run_folder(ctx, options, run.train.output_dir);
+    return cvx::run_training(ctx, run);
   });
 }

@@ -24,3 +24,18 @@ int run_app(const std::string& name, int argc, char** argv, const std::function<
 int configure_torch_threads(int requested, const MpiWorld& mpi);
 
 }  // namespace cvx
+
+#include <filesystem>
+
+namespace cvx {
+class Options;
+struct GeneralConfig;
+
+// Parses the program's options. On --help, rank 0 prints the help and this returns false (the
+// program exits 0). Otherwise applies the general options: log level and ranks, torch threads.
+bool parse_and_configure(AppContext& ctx, Options& options, GeneralConfig& general);
+
+// The run folder: rank 0 creates `dir`, writes the resolved configuration to `dir/config.ini`
+// and prints it; every rank adds its log file there (rank 0 always, others with log_all_ranks).
+void open_run_folder(const AppContext& ctx, const Options& options, const std::filesystem::path& dir);
+}  // namespace cvx
