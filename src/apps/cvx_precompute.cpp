@@ -5,7 +5,7 @@
 #include "cvx/core/options.h"
 #include "cvx/data/data_config.h"
 #include "cvx/model/model_config.h"
-#include "cvx/precompute/precompute_config.h"
+#include "cvx/precompute/precompute_job.h"
 
 int main(int argc, char** argv) {
   return cvx::run_app("cvx_precompute", argc, argv, [](cvx::AppContext& ctx) {
@@ -21,6 +21,6 @@ int main(int argc, char** argv) {
         .add("precompute", precompute, "the encoding job")
         .foreign_sections({"train", "lora", "parallel", "validation", "generate"});
     if (!cvx::parse_and_configure(ctx, options, general)) return 0;
-    return cvx::run_precompute(ctx, options, model, data, precompute);
+    return cvx::run_precompute(ctx, model, data, precompute);
   });
 }

@@ -312,6 +312,17 @@ Options::Outcome Options::parse(int argc, char** argv) {
         }
         if (it != by_key.end() && it->second.size() == 1) arg = "--" + it->second.front() + rest;
       }
+      // "--flag false": a bool option takes the next word when it is a boolean literal (a bare
+      // "--flag" means true).
+      const std::string full = arg.substr(2, arg.find('=') == std::string::npos ? std::string::npos : arg.find('=') - 2);
+      const OptionInfo* option = find(full);
+      if (option && option->type == "bool" && eq == std::string::npos && i + 1 < argc) {
+        try {
+          parse_bool(argv[i + 1]);
+          arg += std::string("=") + argv[++i];
+        } catch (const std::invalid_argument&) {
+        }
+      }
     }
     args.push_back(arg);
   }

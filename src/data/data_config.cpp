@@ -37,7 +37,8 @@ Resolution parse_resolution(const std::string& text) {
 }
 
 void DataConfig::validate() const {
-  lists.validate();
+  // cvx_train reads only the store; the program that needs the lists checks data_root itself.
+  if (!lists.data_root.empty()) lists.validate();
   parse_resolution(train_resolution);
 }
 

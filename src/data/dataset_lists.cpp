@@ -198,7 +198,7 @@ DatasetLists load_dataset_lists(const DatasetListsConfig& config) {
     e.index = i;
     std::string& prompt = prompts[i].second;
     prompt.erase(0, prompt.find_first_not_of(" \t\r\v\f"));  // trailing side already trimmed
-    e.prompt = config.id_token + prompt;
+    e.prompt = config.id_token.empty() ? prompt : config.id_token + " " + prompt;
     e.prompt_line = prompts[i].first;
     e.video = videos[i].path;
     e.video_relative = videos[i].text;

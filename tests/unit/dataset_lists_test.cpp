@@ -256,17 +256,16 @@ TEST(DatasetLists, AbsolutePathsInsideTheRootAreFine) {
   EXPECT_TRUE(lists.warnings.empty());
 }
 
-TEST(DatasetLists, IdTokenIsPrependedVerbatim) {
-  // As the official trainer: `id_token + prompt`, no separator added.
+TEST(DatasetLists, IdTokenIsPrependedWithOneSpace) {
   const fs::path root = cvx::test::scratch_dir("dataset_id_token");
   touch(root / "a.mp4");
   write(root / "prompts.txt", "  a dog runs\n");
   write(root / "videos.txt", "a.mp4\n");
   cvx::DatasetListsConfig config = config_for(root);
-  config.id_token = "BW_STYLE ";
+  config.id_token = "BW_STYLE";
   EXPECT_EQ(cvx::load_dataset_lists(config).entries[0].prompt, "BW_STYLE a dog runs");
-  config.id_token = "<sks>";
-  EXPECT_EQ(cvx::load_dataset_lists(config).entries[0].prompt, "<sks>a dog runs");
+  config.id_token = "";
+  EXPECT_EQ(cvx::load_dataset_lists(config).entries[0].prompt, "a dog runs");
 }
 
 TEST(DatasetLists, UnicodePromptIsPreservedByteExactly) {

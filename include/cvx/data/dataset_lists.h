@@ -23,8 +23,9 @@ struct DatasetListsConfig {
   std::string caption_column = "prompts.txt";  // the official trainer's option names
   std::string video_column = "videos.txt";
   std::string image_column;  // empty: no image list (T2V, or I2V from frame 0)
-  // Prepended to every prompt verbatim, as the official trainer does (`id_token + prompt`, no
-  // separator): end it with a space ("BW_STYLE ") to keep it a separate word.
+  // Prepended to every prompt with one space. The official trainer concatenates without a
+  // separator (`id_token + prompt`), which glues the token to the first word unless the user
+  // remembers a trailing space that INI files and shells tend to lose; we always separate.
   std::string id_token;
 
   template <class V>
@@ -35,7 +36,7 @@ struct DatasetListsConfig {
       "video list file (one path a line, relative to the list file), relative to data_root");
     v("image_column", image_column,
       "image list file for image-to-video (one first-frame image a line), relative to data_root; empty: none");
-    v("id_token", id_token, "identifier prepended verbatim to every prompt (include a trailing space to separate it)");
+    v("id_token", id_token, "identifier prepended to every prompt, followed by one space (e.g. BW_STYLE)");
   }
   // Throws ConfigError when a required field is empty.
   void validate() const;

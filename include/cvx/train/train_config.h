@@ -9,6 +9,7 @@
 namespace cvx {
 
 struct TrainConfig {
+  bool dry_run = false;
   std::string output_dir = "runs/cvx";
   std::string training_type = "lora";
   int64_t seed = 42;
@@ -35,6 +36,7 @@ struct TrainConfig {
 
   template <class V>
   void visit(V& v) {
+    v("dry_run", dry_run, "check the configuration, open the run folder and print the plan, train nothing");
     v("output_dir", output_dir, "run folder: resolved config, logs, checkpoints, LoRA exports, validation videos");
     v.choice("training_type", training_type, {"lora", "sft"}, "LoRA adapters or full fine-tuning of the transformer");
     v("seed", seed, "random seed (noise, timesteps, data order); same seed and world size reproduce a run");

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh clone: installs packages (apt), builds, runs ctest.
+# Labels: unit, mpi (2 and 4 ranks), fuzz (30 s of libFuzzer), golden, e2e. Pass ctest arguments
+# to narrow it, e.g. tools/run_tests.sh -L unit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/install_deps.sh
+tools/build.sh
+build_dir=${CVX_BUILD_DIR:-build}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)" "$@"
