@@ -1,0 +1,96 @@
+#include "cvx/io/atomic_file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "cvx/core/error.h"
+
+namespace cvx {
+namespace {
+
+constexpr size_t kBufferSize = size_t{4} << 20;
+
+std::filesystem::path folder_of(const std::filesystem::path& path) {
+  return path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
+}
+
+void write_all(int fd, const char* data, size_t size, const std::filesystem::path& path) {
+  while (size > 0) {
+    const ssize_t n = ::write(fd, data, size);
+    if (n < 0 && errno == EINTR) continue;
+    CVX_CHECK_AS(SystemError, n > 0, "cannot write ", quote(path.string()), ": ",
+                 n < 0 ? std::strerror(errno) : "no progress");
+    data += n;
+    size -= static_cast<size_t>(n);
+  }
+}
+
+}  // namespace
+
+AtomicFile::AtomicFile(std::filesystem::path path) : path_(std::move(path)) {
+  // pid + counter: concurrent writers of the same target (other ranks, other threads) never share one.
+  static std::atomic<unsigned> counter{0};
+  temp_ = folder_of(path_) / ("." + path_.filename().string() + ".tmp." + std::to_string(getpid()) + "." +
+                              std::to_string(counter++));
+  fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  CVX_CHECK_AS(SystemError, fd_ >= 0, "cannot create ", quote(temp_.string()), " to write ",
+               quote(path_.string()), ": ", std::strerror(errno));
+  buffer_.reserve(kBufferSize);
+}
+
+AtomicFile::~AtomicFile() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) ::unlink(temp_.c_str());
+}
+
+void AtomicFile::flush() {
+  write_all(fd_, buffer_.data(), buffer_.size(), temp_);
+  buffer_.clear();
+}
+
+void AtomicFile::write(const void* data, size_t size) {
+  CVX_CHECK(fd_ >= 0 && !committed_, "write to ", quote(path_.string()), " after commit()");
+  const auto* bytes = static_cast<const char*>(data);
+  if (buffer_.size() + size > kBufferSize) flush();
+  if (size >= kBufferSize) {
+    write_all(fd_, bytes, size, temp_);
+  } else {
+    buffer_.insert(buffer_.end(), bytes, bytes + size);
+  }
+  written_ += size;
+}
+
+void AtomicFile::commit() {
+  CVX_CHECK(fd_ >= 0 && !committed_, "commit() of ", quote(path_.string()), " called twice");
+  flush();
+  CVX_CHECK_AS(SystemError, ::fsync(fd_) == 0, "cannot sync ", quote(temp_.string()), ": ", std::strerror(errno));
+  const int rc = ::close(fd_);
+  fd_ = -1;
+  CVX_CHECK_AS(SystemError, rc == 0, "cannot close ", quote(temp_.string()), ": ", std::strerror(errno));
+  CVX_CHECK_AS(SystemError, std::rename(temp_.c_str(), path_.c_str()) == 0, "cannot rename ",
+               quote(temp_.string()), " to ", quote(path_.string()), ": ", std::strerror(errno));
+  committed_ = true;
+  const std::filesystem::path folder = folder_of(path_);
+  const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  CVX_CHECK_AS(SystemError, dir >= 0, "cannot open folder ", quote(folder.string()), " to sync it: ",
+               std::strerror(errno));
+  const int sync_rc = ::fsync(dir);
+  const int sync_errno = errno;
+  ::close(dir);
+  // Some file systems cannot sync a directory at all (EINVAL); there is nothing better to do there.
+  CVX_CHECK_AS(SystemError, sync_rc == 0 || sync_errno == EINVAL, "cannot sync folder ", quote(folder.string()),
+               ": ", std::strerror(sync_errno));
+}
+
+void write_file_atomically(const std::filesystem::path& path, const std::string& content) {
+  AtomicFile file(path);
+  file.write(content);
+  file.commit();
+}
+
+}  // namespace cvx
