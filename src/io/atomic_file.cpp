@@ -35,11 +35,11 @@ void write_all(int fd, const char* data, size_t size, const std::filesystem::pat
 AtomicFile::AtomicFile(std::filesystem::path path) : path_(std::move(path)) {
   // pid + counter: concurrent writers of the same target (other ranks, other threads) never share one.
   static std::atomic<unsigned> counter{0};
-  temp_ = folder_of(path_) / ("." + path_.filename().string() + ".tmp." + std::to_string(getpid()) + "." +
-                              std::to_string(counter++));
+  temp_ = folder_of(path_) /
+          ("." + path_.filename().string() + ".tmp." + std::to_string(getpid()) + "." + std::to_string(counter++));
   fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  CVX_CHECK_AS(SystemError, fd_ >= 0, "cannot create ", quote(temp_.string()), " to write ",
-               quote(path_.string()), ": ", std::strerror(errno));
+  CVX_CHECK_AS(SystemError, fd_ >= 0, "cannot create ", quote(temp_.string()), " to write ", quote(path_.string()),
+               ": ", std::strerror(errno));
   buffer_.reserve(kBufferSize);
 }
 
@@ -72,19 +72,19 @@ void AtomicFile::commit() {
   const int rc = ::close(fd_);
   fd_ = -1;
   CVX_CHECK_AS(SystemError, rc == 0, "cannot close ", quote(temp_.string()), ": ", std::strerror(errno));
-  CVX_CHECK_AS(SystemError, std::rename(temp_.c_str(), path_.c_str()) == 0, "cannot rename ",
-               quote(temp_.string()), " to ", quote(path_.string()), ": ", std::strerror(errno));
+  CVX_CHECK_AS(SystemError, std::rename(temp_.c_str(), path_.c_str()) == 0, "cannot rename ", quote(temp_.string()),
+               " to ", quote(path_.string()), ": ", std::strerror(errno));
   committed_ = true;
   const std::filesystem::path folder = folder_of(path_);
   const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  CVX_CHECK_AS(SystemError, dir >= 0, "cannot open folder ", quote(folder.string()), " to sync it: ",
-               std::strerror(errno));
+  CVX_CHECK_AS(SystemError, dir >= 0, "cannot open folder ", quote(folder.string()),
+               " to sync it: ", std::strerror(errno));
   const int sync_rc = ::fsync(dir);
   const int sync_errno = errno;
   ::close(dir);
   // Some file systems cannot sync a directory at all (EINVAL); there is nothing better to do there.
-  CVX_CHECK_AS(SystemError, sync_rc == 0 || sync_errno == EINVAL, "cannot sync folder ", quote(folder.string()),
-               ": ", std::strerror(sync_errno));
+  CVX_CHECK_AS(SystemError, sync_rc == 0 || sync_errno == EINVAL, "cannot sync folder ", quote(folder.string()), ": ",
+               std::strerror(sync_errno));
 }
 
 void write_file_atomically(const std::filesystem::path& path, const std::string& content) {

@@ -24,12 +24,14 @@ struct Dtype {
 };
 
 // In the reference library's enum order (see safetensors_dtype_order).
+// clang-format off
 constexpr Dtype kDtypes[] = {
-    {"BOOL", torch::kBool, 1},     {"U8", torch::kByte, 1},   {"I8", torch::kChar, 1},
-    {"I16", torch::kShort, 2},     {"F16", torch::kHalf, 2},  {"BF16", torch::kBFloat16, 2},
-    {"I32", torch::kInt, 4},       {"F32", torch::kFloat, 4}, {"F64", torch::kDouble, 8},
+    {"BOOL", torch::kBool, 1}, {"U8", torch::kByte, 1},      {"I8", torch::kChar, 1},
+    {"I16", torch::kShort, 2}, {"F16", torch::kHalf, 2},     {"BF16", torch::kBFloat16, 2},
+    {"I32", torch::kInt, 4},   {"F32", torch::kFloat, 4},    {"F64", torch::kDouble, 8},
     {"I64", torch::kLong, 8},
 };
+// clang-format on
 
 const Dtype* find_dtype(const std::string& name) {
   for (const Dtype& d : kDtypes) {
@@ -89,7 +91,8 @@ TensorInfo parse_tensor(const std::string& name, const json& entry, uint64_t dat
     CVX_CHECK_AS(FormatError, get_count((*shape)[i], dim), where, "shape entry ", i, " is ", render((*shape)[i]),
                  ", not a non-negative 64-bit integer");
     numel *= dim;  // cannot overflow: bounded by nonzero_numel, checked below
-    CVX_CHECK_AS(FormatError, !__builtin_mul_overflow(nonzero_numel, std::max<uint64_t>(dim, 1), &nonzero_numel) &&
+    CVX_CHECK_AS(FormatError,
+                 !__builtin_mul_overflow(nonzero_numel, std::max<uint64_t>(dim, 1), &nonzero_numel) &&
                      nonzero_numel <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()),
                  where, "shape ", render(*shape), " has too many elements");
     info.shape.push_back(static_cast<int64_t>(dim));
@@ -128,9 +131,7 @@ std::string torch_dtype_to_safetensors(torch::ScalarType type) {
 
 size_t safetensors_dtype_size(const std::string& dtype) { return dtype_or_throw(dtype).size; }
 
-int safetensors_dtype_order(const std::string& dtype) {
-  return static_cast<int>(&dtype_or_throw(dtype) - kDtypes);
-}
+int safetensors_dtype_order(const std::string& dtype) { return static_cast<int>(&dtype_or_throw(dtype) - kDtypes); }
 
 int64_t TensorInfo::numel() const {
   int64_t n = 1;
@@ -145,14 +146,15 @@ SafetensorsHeader parse_safetensors(const uint8_t* bytes, size_t size, const std
                " bytes long, shorter than the 8-byte header length field");
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];  // little endian, whatever the host
-  CVX_CHECK_AS(FormatError, n <= kMaxHeaderSize, where, "header length ", n, " exceeds the limit of ",
-               kMaxHeaderSize, " bytes (corrupt file, or not a safetensors file)");
+  CVX_CHECK_AS(FormatError, n <= kMaxHeaderSize, where, "header length ", n, " exceeds the limit of ", kMaxHeaderSize,
+               " bytes (corrupt file, or not a safetensors file)");
   CVX_CHECK_AS(FormatError, n <= size - 8, where, "header length ", n, " exceeds the ", size - 8,
                " bytes after the length field (truncated file?)");
 
   // JSON text never holds a raw NUL, but nlohmann's lexer takes one for the end of the input and
   // would accept whatever follows it.
-  CVX_CHECK_AS(FormatError, std::memchr(bytes + 8, 0, n) == nullptr, where, "header is not valid JSON: it holds a NUL byte");
+  CVX_CHECK_AS(FormatError, std::memchr(bytes + 8, 0, n) == nullptr, where,
+               "header is not valid JSON: it holds a NUL byte");
 
   SafetensorsHeader header;
   header.header_size = n;
@@ -195,8 +197,7 @@ SafetensorsHeader parse_safetensors(const uint8_t* bytes, size_t size, const std
       }
       continue;
     }
-    header.tensors.push_back(
-        parse_tensor(name, entry, header.data_size, where + "tensor " + quote(name) + ": "));
+    header.tensors.push_back(parse_tensor(name, entry, header.data_size, where + "tensor " + quote(name) + ": "));
   }
 
   // Like the reference library: laid end to end, the byte ranges must tile the data buffer exactly.
@@ -206,11 +207,11 @@ SafetensorsHeader parse_safetensors(const uint8_t* bytes, size_t size, const std
   uint64_t covered = 0;
   const TensorInfo* previous = nullptr;
   for (const TensorInfo& t : header.tensors) {
-    CVX_CHECK_AS(FormatError, t.begin <= covered, where, "tensor ", quote(t.name), ": data_offsets [", t.begin,
-                 ", ", t.end, "] leave a gap after byte ", covered,
+    CVX_CHECK_AS(FormatError, t.begin <= covered, where, "tensor ", quote(t.name), ": data_offsets [", t.begin, ", ",
+                 t.end, "] leave a gap after byte ", covered,
                  previous ? " (end of tensor " + quote(previous->name) + ")" : std::string(" (start of the data)"));
-    CVX_CHECK_AS(FormatError, t.begin == covered, where, "tensor ", quote(t.name), ": data_offsets [", t.begin,
-                 ", ", t.end, "] overlap tensor ", quote(previous->name), ", which ends at byte ", covered);
+    CVX_CHECK_AS(FormatError, t.begin == covered, where, "tensor ", quote(t.name), ": data_offsets [", t.begin, ", ",
+                 t.end, "] overlap tensor ", quote(previous->name), ", which ends at byte ", covered);
     covered = t.end;
     previous = &t;
   }

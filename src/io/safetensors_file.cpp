@@ -38,8 +38,7 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
   struct stat st {};
   CVX_CHECK_AS(SystemError, fstat(fd, &st) == 0, "cannot stat safetensors file ", quote(name), ": ",
                std::strerror(errno));
-  CVX_CHECK_AS(SystemError, S_ISREG(st.st_mode), "cannot read safetensors file ", quote(name),
-               ": not a regular file");
+  CVX_CHECK_AS(SystemError, S_ISREG(st.st_mode), "cannot read safetensors file ", quote(name), ": not a regular file");
 
   auto mapping = std::make_shared<Mapping>();
   mapping->size = static_cast<size_t>(st.st_size);
@@ -91,7 +90,8 @@ torch::Tensor SafetensorsFile::tensor(const std::string& name) const {
   auto* bytes = const_cast<uint8_t*>(data(ti));  // the mapping is writable (copy-on-write)
   if (reinterpret_cast<uintptr_t>(bytes) % c10::elementSize(ti.scalar_type) == 0) {
     // The deleter owns a reference to the mapping, so the view outlives this object if need be.
-    return torch::from_blob(bytes, ti.shape, [mapping = mapping_](void*) {}, options);
+    return torch::from_blob(
+        bytes, ti.shape, [mapping = mapping_](void*) {}, options);
   }
   // Writers other than the reference one may misalign data; torch kernels assume alignment.
   torch::Tensor copy = torch::empty(ti.shape, options);

@@ -12,7 +12,8 @@
 #include "cvx/io/atomic_file.h"
 #include "cvx/io/safetensors.h"
 
-static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors data is little endian; tensors are written as they lie in memory");
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "safetensors data is little endian; tensors are written as they lie in memory");
 
 namespace cvx {
 namespace {
@@ -106,8 +107,8 @@ void remove_stale(const fs::path& dir, const std::string& base, const ShardedWri
     if (ours && keep.count(name) == 0 && it->is_regular_file()) {
       std::error_code remove_ec;
       fs::remove(it->path(), remove_ec);
-      CVX_CHECK_AS(SystemError, !remove_ec, "cannot remove stale checkpoint file ", quote(it->path().string()),
-                   ": ", remove_ec.message());
+      CVX_CHECK_AS(SystemError, !remove_ec, "cannot remove stale checkpoint file ", quote(it->path().string()), ": ",
+                   remove_ec.message());
     }
   }
   CVX_CHECK_AS(SystemError, !ec, "cannot list ", quote(dir.string()), " to remove stale shards: ", ec.message());

@@ -74,28 +74,28 @@ std::shared_ptr<ShardedSafetensors> ShardedSafetensors::open(const fs::path& ind
   }
 
   // Every tensor in exactly one shard, and that shard the one the map names.
+  const auto shard_name = [&](size_t k) { return quote(sharded->shards_[k]->path().filename().string()); };
   for (size_t k = 0; k < sharded->shards_.size(); ++k) {
-    const SafetensorsFile& shard = *sharded->shards_[k];
-    for (const TensorInfo& t : shard.header().tensors) {
+    for (const TensorInfo& t : sharded->shards_[k]->header().tensors) {
       const auto [it, fresh] = sharded->owner_.emplace(t.name, k);
-      CVX_CHECK_AS(FormatError, fresh, where, "tensor ", quote(t.name), " is in two shards, ",
-                   quote(sharded->shards_[it->second]->path().filename().string()), " and ",
-                   quote(shard.path().filename().string()));
-      CVX_CHECK_AS(FormatError, map->contains(t.name), where, "tensor ", quote(t.name), " in shard ",
-                   quote(shard.path().filename().string()), " is missing from the weight map");
+      CVX_CHECK_AS(FormatError, fresh, where, "tensor ", quote(t.name), " is in two shards, ", shard_name(it->second),
+                   " and ", shard_name(k));
+      CVX_CHECK_AS(FormatError, map->contains(t.name), where, "tensor ", quote(t.name), " in shard ", shard_name(k),
+                   " is missing from the weight map");
     }
   }
   for (const auto& [tensor, file] : map->items()) {
     const auto it = sharded->owner_.find(tensor);
     const std::string& name = file.get_ref<const std::string&>();
     if (it != sharded->owner_.end() && it->second == shard_of_file.at(name)) continue;
-    CVX_THROW_AS(FormatError, where, "tensor ", quote(tensor), " is mapped to ", quote(name),
-                 ", which does not contain it",
-                 it == sharded->owner_.end() ? std::string(" (no shard does)")
-                                             : " (it is in " + quote(sharded->shards_[it->second]->path().filename().string()) + ")");
+    CVX_THROW_AS(
+        FormatError, where, "tensor ", quote(tensor), " is mapped to ", quote(name), ", which does not contain it",
+        it == sharded->owner_.end() ? std::string(" (no shard does)") : " (it is in " + shard_name(it->second) + ")");
   }
 
-  if (const auto meta = index.find("metadata"); meta != index.end() && meta->is_object()) {
+  if (const auto meta = index.find("metadata"); meta != index.end()) {
+    CVX_CHECK_AS(FormatError, meta->is_object(), where, "\"metadata\" is ", one_line(meta->dump(), 60),
+                 ", not an object");
     for (const auto& [key, value] : meta->items()) {
       sharded->metadata_[key] = value.is_string() ? value.get<std::string>() : value.dump();
     }
@@ -115,8 +115,8 @@ bool ShardedSafetensors::contains(const std::string& name) const { return owner_
 
 const SafetensorsFile& ShardedSafetensors::shard_of(const std::string& name) const {
   const auto it = owner_.find(name);
-  CVX_CHECK_AS(FormatError, it != owner_.end(), "safetensors index ", quote(index_path_.string()),
-               " has no tensor ", quote(name));
+  CVX_CHECK_AS(FormatError, it != owner_.end(), "safetensors index ", quote(index_path_.string()), " has no tensor ",
+               quote(name));
   return *shards_[it->second];
 }
 

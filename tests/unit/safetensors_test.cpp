@@ -22,8 +22,8 @@ using test::same_bytes;
 // Kept apart from the implementation's table so the golden check does not grade itself.
 torch::ScalarType expected_type(const std::string& dtype) {
   static const std::map<std::string, torch::ScalarType> types = {
-      {"BOOL", torch::kBool},  {"U8", torch::kUInt8},     {"I8", torch::kInt8},   {"I16", torch::kInt16},
-      {"I32", torch::kInt32},  {"I64", torch::kInt64},    {"F16", torch::kFloat16}, {"BF16", torch::kBFloat16},
+      {"BOOL", torch::kBool},   {"U8", torch::kUInt8},   {"I8", torch::kInt8},     {"I16", torch::kInt16},
+      {"I32", torch::kInt32},   {"I64", torch::kInt64},  {"F16", torch::kFloat16}, {"BF16", torch::kBFloat16},
       {"F32", torch::kFloat32}, {"F64", torch::kFloat64}};
   return types.at(dtype);
 }
@@ -102,14 +102,13 @@ TEST(SafetensorsWriter, LayoutMatchesTheReferenceLibrary) {
   };
   save_safetensors(path, tensors, {{"format", "pt"}, {"a", "1"}});
   const std::string bytes = read_bytes(path);
-  const std::string expected_json =
-      R"({"__metadata__":{"a":"1","format":"pt"},)"
-      R"("a":{"dtype":"I64","shape":[2],"data_offsets":[0,16]},)"
-      R"("s":{"dtype":"F64","shape":[],"data_offsets":[16,24]},)"
-      R"("b":{"dtype":"F32","shape":[2,3],"data_offsets":[24,48]},)"
-      R"("z":{"dtype":"F32","shape":[0],"data_offsets":[48,48]},)"
-      R"("h":{"dtype":"BF16","shape":[1],"data_offsets":[48,50]},)"
-      R"("c":{"dtype":"U8","shape":[3],"data_offsets":[50,53]}})";
+  const std::string expected_json = R"({"__metadata__":{"a":"1","format":"pt"},)"
+                                    R"("a":{"dtype":"I64","shape":[2],"data_offsets":[0,16]},)"
+                                    R"("s":{"dtype":"F64","shape":[],"data_offsets":[16,24]},)"
+                                    R"("b":{"dtype":"F32","shape":[2,3],"data_offsets":[24,48]},)"
+                                    R"("z":{"dtype":"F32","shape":[0],"data_offsets":[48,48]},)"
+                                    R"("h":{"dtype":"BF16","shape":[1],"data_offsets":[48,50]},)"
+                                    R"("c":{"dtype":"U8","shape":[3],"data_offsets":[50,53]}})";
   const uint64_t n = read_le64(bytes);
   EXPECT_EQ(n % 8, 0u);
   EXPECT_EQ(n, expected_json.size() + (8 - expected_json.size() % 8) % 8);
@@ -215,7 +214,8 @@ TEST(SafetensorsWriter, RejectsBadInputWithoutTouchingTheTarget) {
 
 TEST(SafetensorsReader, AlignedTensorsAreViewsOfAPrivateMapping) {
   const fs::path path = test::scratch_dir("safetensors_zero_copy") / "x.safetensors";
-  save_safetensors(path, {{"w", torch::arange(12, torch::kFloat32).reshape({3, 4})}, {"i", torch::ones({2}, torch::kInt64)}});
+  save_safetensors(path,
+                   {{"w", torch::arange(12, torch::kFloat32).reshape({3, 4})}, {"i", torch::ones({2}, torch::kInt64)}});
   const std::string before = read_bytes(path);
   auto file = SafetensorsFile::open(path);
   torch::Tensor w = file->tensor("w");
@@ -228,6 +228,16 @@ TEST(SafetensorsReader, AlignedTensorsAreViewsOfAPrivateMapping) {
 
   file.reset();  // the tensor keeps the mapping alive
   EXPECT_EQ(w.sum().item<float>(), 42.0f * 12);
+}
+
+TEST(SafetensorsReader, OverwritingAMappedFileLeavesItsTensorsIntact) {
+  // The writer renames a new file over the old one, so a live mapping keeps the old inode.
+  const fs::path path = test::scratch_dir("safetensors_overwrite") / "x.safetensors";
+  save_safetensors(path, {{"w", torch::full({1000}, 1.0f)}});
+  const torch::Tensor old = SafetensorsFile::open(path)->tensor("w");
+  save_safetensors(path, {{"w", torch::full({10}, 2.0f)}, {"v", torch::ones({3})}});
+  EXPECT_TRUE(torch::equal(old, torch::full({1000}, 1.0f)));
+  EXPECT_TRUE(torch::equal(SafetensorsFile::open(path)->tensor("w"), torch::full({10}, 2.0f)));
 }
 
 TEST(SafetensorsReader, MisalignedTensorsAreCopied) {
@@ -252,7 +262,8 @@ TEST(SafetensorsReader, MisalignedTensorsAreCopied) {
 
 TEST(SafetensorsReader, ZeroElementTensorsAndScalars) {
   const fs::path path = test::scratch_dir("safetensors_zero") / "x.safetensors";
-  save_safetensors(path, {{"empty", torch::empty({0, 3})}, {"empty_long", torch::empty({4, 0}, torch::kInt64)},
+  save_safetensors(path, {{"empty", torch::empty({0, 3})},
+                          {"empty_long", torch::empty({4, 0}, torch::kInt64)},
                           {"scalar", torch::tensor(7, torch::kInt32)}});
   const auto file = SafetensorsFile::open(path);
   EXPECT_EQ(file->tensor("empty").sizes(), torch::IntArrayRef({0, 3}));

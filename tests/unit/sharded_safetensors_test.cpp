@@ -121,23 +121,38 @@ TEST(ShardedSafetensors, IndexErrorsNameTheIndexAndTheCulprit) {
       {"malformed JSON", two_shards, R"({"weight_map": {)", {"not valid JSON"}},
       {"not an object", two_shards, "[]", {"not a JSON object"}},
       {"no weight map", two_shards, R"({"metadata": {}})", {"no \"weight_map\""}},
+      {"metadata not an object",
+       two_shards,
+       R"({"metadata": 5, "weight_map": {"x": "a.safetensors", "y": "a.safetensors", "z": "b.safetensors"}})",
+       {"\"metadata\" is 5"}},
       {"file name not a string", two_shards, R"({"weight_map": {"x": 1}})", {"\"x\"", "not a file name"}},
-      {"path escaping the folder", two_shards, R"({"weight_map": {"x": "../a.safetensors"}})",
+      {"path escaping the folder",
+       two_shards,
+       R"({"weight_map": {"x": "../a.safetensors"}})",
        {"\"x\"", "../a.safetensors"}},
-      {"missing shard", two_shards,
+      {"missing shard",
+       two_shards,
        R"({"weight_map": {"x": "a.safetensors", "y": "a.safetensors", "z": "c.safetensors"}})",
        {"\"c.safetensors\"", "does not exist"}},
-      {"tensor mapped to the wrong shard", two_shards,
+      {"tensor mapped to the wrong shard",
+       two_shards,
        R"({"weight_map": {"x": "a.safetensors", "y": "b.safetensors", "z": "b.safetensors"}})",
        {"\"y\"", "\"b.safetensors\"", "does not contain it", "(it is in \"a.safetensors\")"}},
-      {"tensor in no shard", two_shards,
+      {"tensor in no shard",
+       two_shards,
        R"({"weight_map": {"x": "a.safetensors", "y": "a.safetensors", "z": "b.safetensors", "w": "b.safetensors"}})",
        {"\"w\"", "does not contain it"}},
-      {"tensor missing from the map", two_shards, R"({"weight_map": {"x": "a.safetensors", "z": "b.safetensors"}})",
+      {"tensor missing from the map",
+       two_shards,
+       R"({"weight_map": {"x": "a.safetensors", "z": "b.safetensors"}})",
        {"\"y\"", "\"a.safetensors\"", "missing from the weight map"}},
-      {"tensor in two shards", {{"a.safetensors", {"x"}}, {"b.safetensors", {"x", "w"}}},
-       R"({"weight_map": {"x": "a.safetensors", "w": "b.safetensors"}})", {"\"x\"", "two shards", "\"a.safetensors\"", "\"b.safetensors\""}},
-      {"broken shard", two_shards, R"({"weight_map": {"x": "a.safetensors", "y": "a.safetensors", "q": "q.safetensors"}})",
+      {"tensor in two shards",
+       {{"a.safetensors", {"x"}}, {"b.safetensors", {"x", "w"}}},
+       R"({"weight_map": {"x": "a.safetensors", "w": "b.safetensors"}})",
+       {"\"x\"", "two shards", "\"a.safetensors\"", "\"b.safetensors\""}},
+      {"broken shard",
+       two_shards,
+       R"({"weight_map": {"x": "a.safetensors", "y": "a.safetensors", "q": "q.safetensors"}})",
        {"\"q.safetensors\"", "the file is empty"}},
   };
   for (const Case& c : cases) {
@@ -151,7 +166,8 @@ TEST(ShardedSafetensors, IndexErrorsNameTheIndexAndTheCulprit) {
     } catch (const FormatError& e) {
       const std::string what = e.what();
       EXPECT_NE(what.find(index.string()), std::string::npos) << what;
-      for (const std::string& part : c.expected) EXPECT_NE(what.find(part), std::string::npos) << part << " in " << what;
+      for (const std::string& part : c.expected)
+        EXPECT_NE(what.find(part), std::string::npos) << part << " in " << what;
       EXPECT_EQ(what.find('\n'), std::string::npos) << what;
     }
   }
@@ -188,7 +204,8 @@ TEST(ShardedSafetensors, GoldenFoldersOpenAndRewriteByteForByte) {
       }
       largest = std::max(largest, bytes);
     }
-    EXPECT_EQ(source->metadata().at("total_size"), std::to_string(index.at("metadata").at("total_size").get<uint64_t>()));
+    EXPECT_EQ(source->metadata().at("total_size"),
+              std::to_string(index.at("metadata").at("total_size").get<uint64_t>()));
     const std::string index_name = index_path.filename().string();
     const std::string base = index_name.substr(0, index_name.size() - std::string(".safetensors.index.json").size());
     const fs::path out = test::scratch_dir("sharded_golden");
