@@ -444,6 +444,6 @@ std::string Options::to_ini() const {
   return os.str();
 }
 
-void Options::save(const std::filesystem::path& file) const { write_file_atomic(file, to_ini()); }
+void Options::save(const std::filesystem::path& file) const { write_file_atomically(file, to_ini()); }
 
 }  // namespace cvx

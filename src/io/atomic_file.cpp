@@ -5,50 +5,99 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "cvx/core/error.h"
 
 namespace cvx {
+namespace {
+
+constexpr size_t kBufferSize = size_t{4} << 20;
+
+std::filesystem::path folder_of(const std::filesystem::path& path) {
+  return path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
+}
+
+void write_all(int fd, const char* data, size_t size, const std::filesystem::path& path) {
+  while (size > 0) {
+    const ssize_t n = ::write(fd, data, size);
+    if (n < 0 && errno == EINTR) continue;
+    CVX_CHECK_AS(SystemError, n > 0, "cannot write ", quote(path.string()), ": ",
+                 n < 0 ? std::strerror(errno) : "no progress");
+    data += n;
+    size -= static_cast<size_t>(n);
+  }
+}
+
+}  // namespace
 
 std::filesystem::path temp_path_for(const std::filesystem::path& target) {
+  // pid + counter: concurrent writers of the same target (other ranks, other threads) never share one.
   static std::atomic<unsigned> counter{0};
-  const auto dir = target.has_parent_path() ? target.parent_path() : std::filesystem::path(".");
-  return dir / ("." + target.filename().string() + ".tmp." + std::to_string(getpid()) + "." +
-                std::to_string(counter++));
+  return folder_of(target) /
+         ("." + target.filename().string() + ".tmp." + std::to_string(getpid()) + "." + std::to_string(counter++));
 }
 
 void fsync_directory(const std::filesystem::path& dir) {
-  const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return;  // best effort: some filesystems refuse directory fds
-  ::fsync(fd);
+  const std::filesystem::path folder = dir.empty() ? std::filesystem::path(".") : dir;
+  const int fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  CVX_CHECK_AS(SystemError, fd >= 0, "cannot open folder ", quote(folder.string()), " to sync it: ", std::strerror(errno));
+  const int sync_rc = ::fsync(fd);
+  const int sync_errno = errno;
   ::close(fd);
+  // Some file systems cannot sync a directory at all (EINVAL); there is nothing better to do there.
+  CVX_CHECK_AS(SystemError, sync_rc == 0 || sync_errno == EINVAL, "cannot sync folder ", quote(folder.string()), ": ",
+               std::strerror(sync_errno));
 }
 
-void write_file_atomic(const std::filesystem::path& file, const std::string& content) {
-  const auto tmp = temp_path_for(file);
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  CVX_CHECK_AS(SystemError, fd >= 0, "cannot create ", tmp.string(), ": ", std::strerror(errno));
-  size_t done = 0;
-  while (done < content.size()) {
-    const ssize_t n = ::write(fd, content.data() + done, content.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      CVX_THROW_AS(SystemError, "cannot write ", tmp.string(), ": ", std::strerror(err));
-    }
-    done += static_cast<size_t>(n);
+AtomicFile::AtomicFile(std::filesystem::path path) : path_(std::move(path)) {
+  temp_ = temp_path_for(path_);
+  fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  CVX_CHECK_AS(SystemError, fd_ >= 0, "cannot create ", quote(temp_.string()), " to write ", quote(path_.string()),
+               ": ", std::strerror(errno));
+  buffer_.reserve(kBufferSize);
+}
+
+AtomicFile::~AtomicFile() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) ::unlink(temp_.c_str());
+}
+
+void AtomicFile::flush() {
+  write_all(fd_, buffer_.data(), buffer_.size(), temp_);
+  buffer_.clear();
+}
+
+void AtomicFile::write(const void* data, size_t size) {
+  CVX_CHECK(fd_ >= 0 && !committed_, "write to ", quote(path_.string()), " after commit()");
+  const auto* bytes = static_cast<const char*>(data);
+  if (buffer_.size() + size > kBufferSize) flush();
+  if (size >= kBufferSize) {
+    write_all(fd_, bytes, size, temp_);
+  } else {
+    buffer_.insert(buffer_.end(), bytes, bytes + size);
   }
-  const bool synced = ::fsync(fd) == 0;
-  ::close(fd);
-  if (!synced || ::rename(tmp.c_str(), file.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    CVX_THROW_AS(SystemError, "cannot write ", file.string(), ": ", std::strerror(err));
-  }
-  fsync_directory(file.parent_path());
+  written_ += size;
+}
+
+void AtomicFile::commit() {
+  CVX_CHECK(fd_ >= 0 && !committed_, "commit() of ", quote(path_.string()), " called twice");
+  flush();
+  CVX_CHECK_AS(SystemError, ::fsync(fd_) == 0, "cannot sync ", quote(temp_.string()), ": ", std::strerror(errno));
+  const int rc = ::close(fd_);
+  fd_ = -1;
+  CVX_CHECK_AS(SystemError, rc == 0, "cannot close ", quote(temp_.string()), ": ", std::strerror(errno));
+  CVX_CHECK_AS(SystemError, std::rename(temp_.c_str(), path_.c_str()) == 0, "cannot rename ", quote(temp_.string()),
+               " to ", quote(path_.string()), ": ", std::strerror(errno));
+  committed_ = true;
+  fsync_directory(folder_of(path_));
+}
+
+void write_file_atomically(const std::filesystem::path& path, const std::string& content) {
+  AtomicFile file(path);
+  file.write(content);
+  file.commit();
 }
 
 }  // namespace cvx

@@ -25,7 +25,7 @@ nlohmann::json read_json_file(const std::filesystem::path& file) {
 }
 
 void write_json_file(const std::filesystem::path& file, const nlohmann::json& value) {
-  write_file_atomic(file, value.dump(2) + "\n");
+  write_file_atomically(file, value.dump(2) + "\n");
 }
 
 }  // namespace cvx

@@ -30,3 +30,10 @@ TEST(Error, AvAndHdf5WrappersDescribeTheFailure) {
   EXPECT_THROW(CVX_H5(-1), cvx::SystemError);
   EXPECT_EQ(CVX_H5(7), 7);
 }
+
+TEST(Error, OneLineEscapesControlCharactersAndShortens) {
+  EXPECT_EQ(cvx::one_line("a\nb\tc\x7f"), "a\\x0ab\\x09c\\x7f");
+  EXPECT_EQ(cvx::quote("caf\xc3\xa9"), "\"caf\xc3\xa9\"");
+  EXPECT_EQ(cvx::one_line(std::string(500, 'x'), 10), std::string(10, 'x') + "...");
+  EXPECT_EQ(cvx::quote(std::string("a\0b", 3)), "\"a\\x00b\"");
+}

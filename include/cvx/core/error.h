@@ -3,6 +3,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace cvx {
 
@@ -32,6 +33,12 @@ class FormatError : public Error {
 class SystemError : public Error {
   using Error::Error;
 };
+
+// Renders text from outside the program (a tensor name, a path, a parser's message) for an error
+// message: control characters escaped and very long text shortened, so what() stays one line.
+std::string one_line(std::string_view text, size_t max_length = 200);
+// one_line() in double quotes. (Not "quoted": ADL would pick std::quoted for std::string arguments.)
+std::string quote(std::string_view text, size_t max_length = 200);
 
 namespace detail {
 inline void append(std::ostringstream&) {}

@@ -1,13 +1,50 @@
-// Files that are either fully written or not there at all: write to a temp file in the same
-// folder, fsync, rename over the target, fsync the folder.
+// Writing a file so that readers see either its old content or the complete new one, never a torn
+// file: data goes to a temporary file in the same folder, which is flushed to disk and renamed over
+// the target only once everything was written.
 #pragma once
+#include <cstddef>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace cvx {
-void write_file_atomic(const std::filesystem::path& file, const std::string& content);
-// Makes a completed rename in `dir` durable.
-void fsync_directory(const std::filesystem::path& dir);
-// A temp name next to `target` that no other process uses: ".<name>.tmp.<pid>.<n>".
+
+class AtomicFile {
+ public:
+  // Creates `.<name>.tmp.<pid>.<n>` beside `path`; throws SystemError naming it on failure.
+  explicit AtomicFile(std::filesystem::path path);
+  // Removes the temporary file unless commit() succeeded (so a failed write leaves no trace).
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  // Buffered; large blocks go straight to the file.
+  void write(const void* data, size_t size);
+  void write(const std::string& text) { write(text.data(), text.size()); }
+  uint64_t bytes_written() const { return written_; }
+  // Flush, fsync, rename over the target, fsync the folder (so the rename itself is durable).
+  void commit();
+
+  const std::filesystem::path& path() const { return path_; }
+  const std::filesystem::path& temp_path() const { return temp_; }
+
+ private:
+  void flush();
+
+  std::filesystem::path path_;
+  std::filesystem::path temp_;
+  int fd_ = -1;
+  bool committed_ = false;
+  uint64_t written_ = 0;
+  std::vector<char> buffer_;
+};
+
+// A temporary name beside `target` that no other process or thread uses: ".<name>.tmp.<pid>.<n>".
 std::filesystem::path temp_path_for(const std::filesystem::path& target);
+// Makes completed renames in `dir` durable (a no-op on file systems that cannot sync folders).
+void fsync_directory(const std::filesystem::path& dir);
+
+// Writes `content` to `path` through an AtomicFile.
+void write_file_atomically(const std::filesystem::path& path, const std::string& content);
+
 }  // namespace cvx

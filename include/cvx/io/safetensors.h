@@ -22,6 +22,9 @@ namespace cvx {
 torch::ScalarType safetensors_dtype_to_torch(const std::string& dtype);  // throws FormatError if unknown
 std::string torch_dtype_to_safetensors(torch::ScalarType type);          // throws Error if unsupported
 size_t safetensors_dtype_size(const std::string& dtype);
+// Rank in the reference library's Dtype enum (BOOL < U8 < I8 < I16 < F16 < BF16 < I32 < F32 < F64 <
+// I64); its writer lays tensors out by descending rank, which also keeps every tensor aligned.
+int safetensors_dtype_order(const std::string& dtype);
 
 struct TensorInfo {
   std::string name;
