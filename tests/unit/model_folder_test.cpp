@@ -4,6 +4,7 @@
 
 #include <fstream>
 
+#include "cvx/core/error.h"
 #include "cvx/io/json_file.h"
 #include "test_util.h"
 

@@ -141,15 +141,19 @@ TEST(Options, DuplicateKeyInFileIsAnError) {
   EXPECT_NE(message.find("lines 2 and 3"), std::string::npos) << message;
 }
 
+namespace {
+struct StepsConfig {
+  int64_t steps = 1;
+  template <class V>
+  void visit(V& v) {
+    v("steps", steps, "a");
+  }
+  void validate() const {}
+};
+}  // namespace
+
 TEST(Options, AmbiguousShortNameIsRefused) {
-  struct A {
-    int64_t steps = 1;
-    template <class V>
-    void visit(V& v) {
-      v("steps", steps, "a");
-    }
-    void validate() const {}
-  } a, b;
+  StepsConfig a, b;
   cvx::Options options("prog", "x");
   options.add("one", a).add("two", b);
   Args args({"--steps", "3"});
