@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -88,10 +89,16 @@ torch::Tensor SafetensorsFile::tensor(const std::string& name) const {
   const auto options = torch::TensorOptions().dtype(ti.scalar_type);
   if (ti.num_bytes() == 0) return torch::empty(ti.shape, options);
   auto* bytes = const_cast<uint8_t*>(data(ti));  // the mapping is writable (copy-on-write)
+  if (ti.scalar_type == torch::kBool) {
+    // Any byte but 0 or 1 in a bool tensor is undefined behaviour for the kernels that read it.
+    const bool valid = std::all_of(bytes, bytes + ti.num_bytes(), [](uint8_t b) { return b <= 1; });
+    CVX_CHECK_AS(FormatError, valid, "safetensors file ", quote(path_.string()), ": tensor ", quote(name),
+                 ": BOOL data holds bytes other than 0 and 1");
+  }
   if (reinterpret_cast<uintptr_t>(bytes) % c10::elementSize(ti.scalar_type) == 0) {
     // The deleter owns a reference to the mapping, so the view outlives this object if need be.
-    return torch::from_blob(
-        bytes, ti.shape, [mapping = mapping_](void*) {}, options);
+    const auto keep_mapping = [mapping = mapping_](void*) {};
+    return torch::from_blob(bytes, ti.shape, keep_mapping, options);
   }
   // Writers other than the reference one may misalign data; torch kernels assume alignment.
   torch::Tensor copy = torch::empty(ti.shape, options);

@@ -135,6 +135,22 @@ TEST(SafetensorsValidation, EveryRuleHasASpecificMessage) {
   }
 }
 
+TEST(SafetensorsValidation, BoolTensorsHoldOnlyZerosAndOnes) {
+  const fs::path path = test::scratch_dir("safetensors_bool") / "x.safetensors";
+  test::write_bytes(path, image(R"({"ok":{"dtype":"BOOL","shape":[2],"data_offsets":[0,2]},)"
+                                R"("bad":{"dtype":"BOOL","shape":[2],"data_offsets":[2,4]}})",
+                                std::string("\x01\x00\x01\x02", 4)));
+  const auto file = SafetensorsFile::open(path);
+  EXPECT_TRUE(torch::equal(file->tensor("ok"), torch::tensor({true, false})));
+  try {
+    file->tensor("bad");
+    ADD_FAILURE() << "accepted";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("\"bad\""), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(path.string()), std::string::npos) << e.what();
+  }
+}
+
 TEST(SafetensorsValidation, AcceptsEdgeCasesOfValidFiles) {
   const auto parse = [](const std::string& bytes) {
     return parse_safetensors(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "test");
