@@ -86,8 +86,9 @@ std::string join(const std::vector<std::string>& items, const char* sep) {
   return out;
 }
 
-// 1-based line of `full_name` ("section.key" or "key") in an INI file, 0 if not found.
-size_t find_ini_line(const std::string& file, const std::string& full_name) {
+// 1-based line of the n-th (0-based) occurrence of `full_name` ("section.key" or "key") in an INI
+// file, 0 if not found.
+size_t find_ini_line(const std::string& file, const std::string& full_name, size_t occurrence = 0) {
   std::ifstream in(file);
   std::string line, section;
   size_t number = 0;
@@ -100,7 +101,7 @@ size_t find_ini_line(const std::string& file, const std::string& full_name) {
       continue;
     }
     const std::string key = trim(t.substr(0, t.find('=')));
-    if ((section.empty() ? key : section + "." + key) == full_name) return number;
+    if ((section.empty() ? key : section + "." + key) == full_name && occurrence-- == 0) return number;
   }
   return 0;
 }
@@ -268,7 +269,7 @@ void Options::apply_ini(const std::string& file) {
   }
   std::map<std::string, size_t> first_line;
   for (const auto& opt : parsed.options) {
-    const size_t line = find_ini_line(file, opt.string_key);
+    const size_t line = find_ini_line(file, opt.string_key, first_line.count(opt.string_key));
     const std::string where = file + (line ? ":" + std::to_string(line) : "");
     if (opt.unregistered) {
       const auto dot_pos = opt.string_key.find('.');
@@ -363,7 +364,10 @@ Options::Outcome Options::parse(int argc, char** argv) {
       CVX_CHECK_AS(ConfigError, config_file_.empty(), "--config given twice");
       config_file_ = opt.value.front();
     } else {
-      cli_values.emplace_back(opt.string_key, opt.value.empty() ? "" : opt.value.front());
+      // A bare bool flag arrives without a value (its implicit value applies only when stored).
+      const OptionInfo* option = find(opt.string_key);
+      const std::string fallback = option && option->type == "bool" ? "true" : "";
+      cli_values.emplace_back(opt.string_key, opt.value.empty() ? fallback : opt.value.front());
     }
   }
   if (help) return Outcome::help_shown;

@@ -1,6 +1,7 @@
 #include "cvx/train/trainer.h"
 
 #include <filesystem>
+#include <sstream>
 
 #include "cvx/core/log.h"
 
@@ -10,13 +11,13 @@ int run_training(const AppContext& ctx, const TrainRunConfig& config) {
   const auto& t = config.train;
   const Resolution resolution = config.data.resolution();
   const int64_t global_batch = t.batch_size * t.gradient_accumulation_steps * ctx.mpi->size;
+  std::ostringstream lora;
+  if (t.training_type == "lora") lora << "; LoRA rank " << config.lora.rank << ", scale " << config.lora.scale();
   CVX_INFO << "plan: " << t.training_type << " fine-tuning of " << config.model.path << " (variant "
            << config.model.variant << ", base weights " << config.model.dtype << ") on clips " << resolution.to_string()
            << "; global batch " << global_batch << " = " << t.batch_size << " per rank x " << t.gradient_accumulation_steps
            << " accumulation x " << ctx.mpi->size << " rank(s); sharding " << config.parallel.sharding
-           << (t.training_type == "lora" ? "; LoRA rank " + std::to_string(config.lora.rank) + ", scale " +
-                                               std::to_string(config.lora.scale())
-                                         : std::string());
+           << lora.str();
   if (!std::filesystem::exists(config.model.path)) CVX_WARN << "model folder " << config.model.path << " does not exist";
   if (config.data.store.empty()) {
     CVX_WARN << "[data] store is not set: training reads the latent store written by cvx_precompute";

@@ -6,6 +6,7 @@
 #include "cvx/app/general_config.h"
 #include "cvx/core/options.h"
 #include "cvx/train/trainer.h"
+#include "cvx/io/safetensors.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -107,7 +108,8 @@ TEST(Programs, InspectGoldenTransformersAndCorruptCopies) {
     }
     for (const fs::path& bad : {truncated, corrupted}) {
       std::string err;
-      const int rc = run_command(quoted(built_program("cvx_inspect")) + " " + quoted(bad) + " 2>&1 >/dev/null", &err);
+      // stderr only: the error must be one line there.
+      const int rc = run_command("{ " + quoted(built_program("cvx_inspect")) + " " + quoted(bad) + " 2>&1 >/dev/null; }", &err);
       EXPECT_EQ(rc, 1) << err;
       EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << "expected one line, got: " << err;
       EXPECT_NE(err.find(bad.string()), std::string::npos) << err;

@@ -1,5 +1,7 @@
 #include "cvx/precompute/shard_plan.h"
 
+#include "cvx/core/error.h"
+
 #include <gtest/gtest.h>
 
 #include <numeric>
