@@ -1,0 +1,187 @@
+#include "cvx/model/transformer.h"
+
+#include "cvx/core/error.h"
+#include "cvx/io/model_folder.h"
+#include "cvx/model/checkpoint.h"
+
+namespace cvx {
+
+AdaLayerNormImpl::AdaLayerNormImpl(int64_t conditioning_dim, int64_t dim, double eps) {
+  linear = register_module("linear", LoRALinear(conditioning_dim, 2 * dim));
+  norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(eps)));
+}
+
+torch::Tensor AdaLayerNormImpl::forward(const torch::Tensor& x, const torch::Tensor& temb) {
+  // Unlike the blocks' modulation, shift comes first here.
+  const auto chunks = linear->forward(torch::silu(temb)).unsqueeze(1).chunk(2, 2);
+  return norm->forward(x) * (1 + chunks[1]) + chunks[0];
+}
+
+CogVideoXTransformerImpl::CogVideoXTransformerImpl(const TransformerConfig& c) : config(c) {
+  config.validate();
+  const int64_t dim = c.inner_dim();
+  patch_embed = register_module("patch_embed", PatchEmbed(c));
+  time_embedding = register_module("time_embedding", TimestepEmbedding(dim, c.time_embed_dim));
+  if (c.ofs_embed_dim) ofs_embedding = register_module("ofs_embedding", TimestepEmbedding(*c.ofs_embed_dim, c.time_embed_dim));
+  transformer_blocks = register_module("transformer_blocks", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.num_layers; ++i) transformer_blocks->push_back(TransformerBlock(c));
+  norm_final = register_module("norm_final", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(c.norm_eps)));
+  norm_out = register_module("norm_out", AdaLayerNorm(c.time_embed_dim, dim, c.norm_eps));
+  const int64_t patch_volume = c.patch_size * c.patch_size * c.patch_size_t.value_or(1);
+  proj_out = register_module("proj_out", LoRALinear(dim, patch_volume * c.out_channels));
+}
+
+std::vector<std::shared_ptr<torch::nn::Module>> CogVideoXTransformerImpl::blocks() const {
+  std::vector<std::shared_ptr<torch::nn::Module>> out;
+  for (const auto& block : *transformer_blocks) out.push_back(block);
+  return out;
+}
+
+torch::Dtype CogVideoXTransformerImpl::dtype() const {
+  return time_embedding->linear_1->weight.scalar_type();
+}
+
+torch::Tensor CogVideoXTransformerImpl::forward(const torch::Tensor& hidden_states,
+                                                const torch::Tensor& encoder_hidden_states,
+                                                const torch::Tensor& timestep, const std::optional<torch::Tensor>& ofs,
+                                                const RotaryEmbedding* rope, TransformerTrace* trace) {
+  CVX_CHECK(hidden_states.dim() == 5, "transformer: expected latents [B, T, C, H, W], got ", hidden_states.sizes());
+  CVX_CHECK(encoder_hidden_states.dim() == 3 && encoder_hidden_states.size(2) == config.text_embed_dim,
+            "transformer: expected text embeddings [B, L, ", config.text_embed_dim, "], got ",
+            encoder_hidden_states.sizes());
+  CVX_CHECK(config.use_rotary_positional_embeddings == (rope != nullptr && rope->cos.defined()),
+            "transformer: ", config.use_rotary_positional_embeddings ? "this model needs rotary tables"
+                                                                      : "this model takes no rotary tables");
+  CVX_CHECK(!config.ofs_embed_dim || ofs.has_value(), "transformer: this model (1.5-I2V) needs ofs");
+  const auto model_dtype = dtype();
+  const int64_t batch = hidden_states.size(0), frames = hidden_states.size(1);
+  const int64_t height = hidden_states.size(3), width = hidden_states.size(4);
+  const int64_t text_len = encoder_hidden_states.size(1);
+
+  // Timestep (and ofs) embedding: the sinusoid is float32, then cast to the model dtype.
+  const auto t_proj = timestep_embedding(timestep.to(hidden_states.device()).reshape({-1}), config.inner_dim(),
+                                         config.flip_sin_to_cos, static_cast<double>(config.freq_shift));
+  auto temb = time_embedding->forward(t_proj.to(model_dtype));  // [B, E]
+  if (trace) {
+    trace->record("time_proj", t_proj);
+    trace->record("time_embedding", temb);
+  }
+  if (config.ofs_embed_dim) {
+    const auto o_proj = timestep_embedding(ofs->to(hidden_states.device()).reshape({-1}), *config.ofs_embed_dim,
+                                           config.flip_sin_to_cos, static_cast<double>(config.freq_shift));
+    const auto o_emb = ofs_embedding->forward(o_proj.to(model_dtype));
+    if (trace) {
+      trace->record("ofs_proj", o_proj);
+      trace->record("ofs_embedding", o_emb);
+    }
+    temb = temb + o_emb;
+  }
+
+  const auto seq = patch_embed->forward(encoder_hidden_states.to(model_dtype), hidden_states.to(model_dtype));
+  if (trace) trace->record("patch_embed", seq);
+  auto encoder = seq.narrow(1, 0, text_len);
+  auto hidden = seq.narrow(1, text_len, seq.size(1) - text_len);
+
+  for (int64_t i = 0; i < static_cast<int64_t>(transformer_blocks->size()); ++i) {
+    auto block = transformer_blocks->ptr<TransformerBlockImpl>(i);
+    if (gradient_checkpointing_ && torch::GradMode::is_enabled()) {
+      const RotaryEmbedding rope_copy = rope ? *rope : RotaryEmbedding{};
+      const bool has_rope = rope != nullptr;
+      auto outputs = checkpoint(
+          [block, rope_copy, has_rope](const torch::autograd::variable_list& in) {
+            auto [h, e] = block->forward(in[0], in[1], in[2], has_rope ? &rope_copy : nullptr);
+            return torch::autograd::variable_list{h, e};
+          },
+          {hidden, encoder, temb});
+      hidden = outputs[0];
+      encoder = outputs[1];
+    } else {
+      std::tie(hidden, encoder) = block->forward(hidden, encoder, temb, rope);
+    }
+    if (trace) {
+      trace->record("block" + std::to_string(i) + ".hidden_states", hidden);
+      trace->record("block" + std::to_string(i) + ".encoder_hidden_states", encoder);
+    }
+  }
+
+  if (config.use_rotary_positional_embeddings) {
+    // diffusers normalises [text; video] for RoPE models and keeps the video part (same per-token result).
+    const auto joint = norm_final->forward(torch::cat({encoder, hidden}, 1));
+    if (trace) trace->record("norm_final", joint);
+    hidden = joint.narrow(1, text_len, joint.size(1) - text_len);
+  } else {
+    hidden = norm_final->forward(hidden);
+    if (trace) trace->record("norm_final", hidden);
+  }
+  hidden = norm_out->forward(hidden, temb);
+  if (trace) trace->record("norm_out", hidden);
+  auto out = proj_out->forward(hidden);  // [B, N, K]
+  if (trace) trace->record("proj_out", out);
+
+  const int64_t p = config.patch_size, cout = config.out_channels;
+  if (config.patch_size_t) {
+    const int64_t pt = *config.patch_size_t;
+    out = out.reshape({batch, (frames + pt - 1) / pt, height / p, width / p, cout, pt, p, p})
+              .permute({0, 1, 5, 4, 2, 6, 3, 7})
+              .flatten(6, 7)
+              .flatten(4, 5)
+              .flatten(1, 2);
+  } else {
+    out = out.reshape({batch, frames, height / p, width / p, cout, p, p})
+              .permute({0, 1, 4, 2, 5, 3, 6})
+              .flatten(5, 6)
+              .flatten(3, 4);
+  }
+  return out;  // [B, T, Cout, H, W]
+}
+
+RotaryEmbedding pipeline_rotary_embedding(const TransformerConfig& c, int64_t height, int64_t width,
+                                          int64_t latent_frames, int64_t vae_scale_factor_spatial) {
+  if (!c.use_rotary_positional_embeddings) return {};
+  const int64_t p = c.patch_size;
+  const int64_t grid_h = height / (vae_scale_factor_spatial * p), grid_w = width / (vae_scale_factor_spatial * p);
+  const int64_t base_w = c.sample_width / p, base_h = c.sample_height / p;
+  if (!c.patch_size_t) {
+    const CropRegion crops = resize_crop_region_for_grid(grid_h, grid_w, base_w, base_h);
+    return rotary_pos_embed_3d(c.attention_head_dim, crops, grid_h, grid_w, latent_frames, "linspace");
+  }
+  const int64_t pt = *c.patch_size_t;
+  return rotary_pos_embed_3d(c.attention_head_dim, std::nullopt, grid_h, grid_w, (latent_frames + pt - 1) / pt, "slice",
+                             std::make_pair(base_h, base_w));
+}
+
+RotaryEmbedding training_rotary_embedding(const TransformerConfig& c, int64_t latent_height, int64_t latent_width,
+                                          int64_t latent_frames) {
+  if (!c.use_rotary_positional_embeddings) return {};
+  const int64_t grid_h = latent_height / c.patch_size, grid_w = latent_width / c.patch_size;
+  const int64_t temporal = c.patch_size_t ? (latent_frames + *c.patch_size_t - 1) / *c.patch_size_t : latent_frames;
+  return rotary_pos_embed_3d(c.attention_head_dim, std::nullopt, grid_h, grid_w, temporal, "slice",
+                             std::make_pair(grid_h, grid_w));
+}
+
+namespace {
+// Parameters are created directly in the target dtype, so a bf16 model never exists in fp32 first.
+struct DefaultDtypeGuard {
+  explicit DefaultDtypeGuard(torch::Dtype dtype) : previous(torch::get_default_dtype()) {
+    torch::set_default_dtype(caffe2::TypeMeta::fromScalarType(dtype));
+  }
+  ~DefaultDtypeGuard() { torch::set_default_dtype(previous); }
+  caffe2::TypeMeta previous;
+};
+}  // namespace
+
+CogVideoXTransformer load_transformer(const std::filesystem::path& dir, torch::Dtype dtype) {
+  const ComponentFolder folder = open_component(dir, "", /*require_weights=*/true);
+  const auto config = TransformerConfig::from_json(folder.config, folder.config_file.string());
+  CogVideoXTransformer model{nullptr};
+  {
+    DefaultDtypeGuard guard(dtype);
+    model = CogVideoXTransformer(config);
+  }
+  LoadOptions options;
+  options.dtype = dtype;
+  load_state(*model, *folder.weights, options);
+  return model;
+}
+
+}  // namespace cvx

@@ -1,0 +1,194 @@
+#include "cvx/model/transformer_config.h"
+
+#include "cvx/core/error.h"
+
+namespace cvx {
+namespace {
+
+template <class T>
+void read(const nlohmann::json& j, const char* key, T& field, const std::string& source) {
+  if (!j.contains(key) || j[key].is_null()) return;  // absent keys keep the constructor default
+  try {
+    field = j[key].get<T>();
+  } catch (const nlohmann::json::exception&) {
+    CVX_THROW_AS(FormatError, source, ": key '", key, "' has an unexpected type (", j[key].dump(), ")");
+  }
+}
+
+void read_optional(const nlohmann::json& j, const char* key, std::optional<int64_t>& field, const std::string& source) {
+  if (!j.contains(key) || j[key].is_null()) {
+    field.reset();
+    return;
+  }
+  CVX_CHECK_AS(FormatError, j[key].is_number_integer(), source, ": key '", key, "' must be an integer or null");
+  field = j[key].get<int64_t>();
+}
+
+}  // namespace
+
+std::string TransformerConfig::variant() const {
+  if (patch_size_t) return is_i2v() ? "1.5-i2v" : "1.5-t2v";
+  if (!use_rotary_positional_embeddings) return "2b";
+  return is_i2v() ? "5b-i2v" : "5b";
+}
+
+void TransformerConfig::validate(const std::string& source) const {
+  CVX_CHECK_AS(FormatError, num_attention_heads > 0 && attention_head_dim > 0 && num_layers > 0, source,
+               ": num_attention_heads, attention_head_dim and num_layers must be positive");
+  CVX_CHECK_AS(FormatError, attention_head_dim % 8 == 0 || !use_rotary_positional_embeddings, source,
+               ": attention_head_dim ", attention_head_dim, " must be a multiple of 8 for 3D rotary embeddings");
+  CVX_CHECK_AS(FormatError, activation_fn == "gelu-approximate", source, ": activation_fn '", activation_fn,
+               "' is not supported (CogVideoX uses gelu-approximate)");
+  CVX_CHECK_AS(FormatError, timestep_activation_fn == "silu", source, ": timestep_activation_fn '",
+               timestep_activation_fn, "' is not supported (CogVideoX uses silu)");
+  CVX_CHECK_AS(FormatError, patch_size > 0 && (!patch_size_t || *patch_size_t > 0), source,
+               ": patch sizes must be positive");
+  CVX_CHECK_AS(FormatError, !(use_learned_positional_embeddings && !use_rotary_positional_embeddings), source,
+               ": learned positional embeddings are only used together with rotary embeddings (5b-I2V)");
+  CVX_CHECK_AS(FormatError, !ofs_embed_dim || *ofs_embed_dim == time_embed_dim, source, ": ofs_embed_dim ",
+               *ofs_embed_dim, " must equal time_embed_dim ", time_embed_dim, " (the two embeddings are added)");
+  CVX_CHECK_AS(FormatError, inner_dim() % 2 == 0, source, ": inner dim must be even");
+}
+
+nlohmann::json TransformerConfig::to_json() const {
+  nlohmann::json j;
+  j["_class_name"] = "CogVideoXTransformer3DModel";
+  j["_diffusers_version"] = "0.32.2";
+  j["activation_fn"] = activation_fn;
+  j["attention_bias"] = attention_bias;
+  j["attention_head_dim"] = attention_head_dim;
+  j["dropout"] = dropout;
+  j["flip_sin_to_cos"] = flip_sin_to_cos;
+  j["freq_shift"] = freq_shift;
+  j["in_channels"] = in_channels;
+  j["max_text_seq_length"] = max_text_seq_length;
+  j["norm_elementwise_affine"] = norm_elementwise_affine;
+  j["norm_eps"] = norm_eps;
+  j["num_attention_heads"] = num_attention_heads;
+  j["num_layers"] = num_layers;
+  j["ofs_embed_dim"] = ofs_embed_dim ? nlohmann::json(*ofs_embed_dim) : nlohmann::json(nullptr);
+  j["out_channels"] = out_channels;
+  j["patch_bias"] = patch_bias;
+  j["patch_size"] = patch_size;
+  j["patch_size_t"] = patch_size_t ? nlohmann::json(*patch_size_t) : nlohmann::json(nullptr);
+  j["sample_frames"] = sample_frames;
+  j["sample_height"] = sample_height;
+  j["sample_width"] = sample_width;
+  j["spatial_interpolation_scale"] = spatial_interpolation_scale;
+  j["temporal_compression_ratio"] = temporal_compression_ratio;
+  j["temporal_interpolation_scale"] = temporal_interpolation_scale;
+  j["text_embed_dim"] = text_embed_dim;
+  j["time_embed_dim"] = time_embed_dim;
+  j["timestep_activation_fn"] = timestep_activation_fn;
+  j["use_learned_positional_embeddings"] = use_learned_positional_embeddings;
+  j["use_rotary_positional_embeddings"] = use_rotary_positional_embeddings;
+  return j;
+}
+
+TransformerConfig TransformerConfig::from_json(const nlohmann::json& j, const std::string& source) {
+  CVX_CHECK_AS(FormatError, j.is_object(), source, ": expected a JSON object");
+  if (j.contains("_class_name")) {
+    CVX_CHECK_AS(FormatError, j["_class_name"] == "CogVideoXTransformer3DModel", source, ": _class_name is ",
+                 j["_class_name"].dump(), ", expected \"CogVideoXTransformer3DModel\"");
+  }
+  TransformerConfig c;
+  read(j, "num_attention_heads", c.num_attention_heads, source);
+  read(j, "attention_head_dim", c.attention_head_dim, source);
+  read(j, "in_channels", c.in_channels, source);
+  read(j, "out_channels", c.out_channels, source);
+  read(j, "flip_sin_to_cos", c.flip_sin_to_cos, source);
+  read(j, "freq_shift", c.freq_shift, source);
+  read(j, "time_embed_dim", c.time_embed_dim, source);
+  read_optional(j, "ofs_embed_dim", c.ofs_embed_dim, source);
+  read(j, "text_embed_dim", c.text_embed_dim, source);
+  read(j, "num_layers", c.num_layers, source);
+  read(j, "dropout", c.dropout, source);
+  read(j, "attention_bias", c.attention_bias, source);
+  read(j, "sample_width", c.sample_width, source);
+  read(j, "sample_height", c.sample_height, source);
+  read(j, "sample_frames", c.sample_frames, source);
+  read(j, "patch_size", c.patch_size, source);
+  read_optional(j, "patch_size_t", c.patch_size_t, source);
+  read(j, "temporal_compression_ratio", c.temporal_compression_ratio, source);
+  read(j, "max_text_seq_length", c.max_text_seq_length, source);
+  read(j, "activation_fn", c.activation_fn, source);
+  read(j, "timestep_activation_fn", c.timestep_activation_fn, source);
+  read(j, "norm_elementwise_affine", c.norm_elementwise_affine, source);
+  read(j, "norm_eps", c.norm_eps, source);
+  read(j, "spatial_interpolation_scale", c.spatial_interpolation_scale, source);
+  read(j, "temporal_interpolation_scale", c.temporal_interpolation_scale, source);
+  read(j, "use_rotary_positional_embeddings", c.use_rotary_positional_embeddings, source);
+  read(j, "use_learned_positional_embeddings", c.use_learned_positional_embeddings, source);
+  read(j, "patch_bias", c.patch_bias, source);
+  c.validate(source);
+  return c;
+}
+
+TransformerConfig cogvideox_2b() { return TransformerConfig{}; }
+
+TransformerConfig cogvideox_5b() {
+  TransformerConfig c;
+  c.num_attention_heads = 48;
+  c.num_layers = 42;
+  c.use_rotary_positional_embeddings = true;
+  return c;
+}
+
+TransformerConfig cogvideox_5b_i2v() {
+  TransformerConfig c = cogvideox_5b();
+  c.in_channels = 32;
+  c.use_learned_positional_embeddings = true;
+  return c;
+}
+
+TransformerConfig cogvideox15_5b() {
+  TransformerConfig c = cogvideox_5b();
+  c.sample_height = 300;
+  c.sample_width = 300;
+  c.sample_frames = 81;
+  c.patch_size_t = 2;
+  c.patch_bias = false;
+  return c;
+}
+
+TransformerConfig cogvideox15_5b_i2v() {
+  TransformerConfig c = cogvideox15_5b();
+  c.in_channels = 32;
+  c.ofs_embed_dim = 512;
+  return c;
+}
+
+TransformerConfig transformer_preset(const std::string& variant) {
+  if (variant == "2b") return cogvideox_2b();
+  if (variant == "5b") return cogvideox_5b();
+  if (variant == "5b-i2v") return cogvideox_5b_i2v();
+  if (variant == "1.5-t2v") return cogvideox15_5b();
+  if (variant == "1.5-i2v") return cogvideox15_5b_i2v();
+  CVX_THROW_AS(ConfigError, "unknown variant '", variant, "' (expected 2b, 5b, 5b-i2v, 1.5-t2v or 1.5-i2v)");
+}
+
+TransformerConfig tiny_transformer(const std::string& variant) {
+  TransformerConfig c = transformer_preset(variant);
+  // Small enough for a CPU test step in milliseconds, shaped like the real one in every way that
+  // matters: several heads, rope-compatible head dim, text length 226, the variant's patching.
+  c.num_attention_heads = 2;
+  c.attention_head_dim = 16;
+  c.num_layers = 2;
+  c.in_channels = c.is_i2v() ? 8 : 4;
+  c.out_channels = 4;
+  c.time_embed_dim = 8;
+  c.text_embed_dim = 16;
+  if (c.ofs_embed_dim) c.ofs_embed_dim = c.time_embed_dim;
+  if (c.patch_size_t) {
+    c.sample_height = 12;
+    c.sample_width = 20;
+    c.sample_frames = 13;
+  } else {
+    c.sample_height = 6;
+    c.sample_width = 8;
+    c.sample_frames = 9;
+  }
+  return c;
+}
+
+}  // namespace cvx
