@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cvx/io/safetensors.h"
+#include "test_util.h"
 
 namespace cvx::test {
 
