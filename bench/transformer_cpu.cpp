@@ -10,12 +10,14 @@
 #include <cstdlib>
 #include <vector>
 
+#include "cvx/core/host_memory.h"
 #include "cvx/model/lora.h"
 #include "cvx/model/transformer.h"
 
 int main(int argc, char** argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
   const int steps = argc > 2 ? std::atoi(argv[2]) : 5;
+  cvx::tune_host_allocator();  // as every cvx program does
   torch::set_num_threads(threads);
   torch::manual_seed(0);
 

@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "cvx/core/error.h"
+#include "cvx/core/host_memory.h"
 #include "cvx/core/checked_call.h"
 #include "cvx/core/log.h"
 
@@ -41,6 +42,7 @@ int configure_torch_threads(int requested, const MpiWorld& mpi) {
 }
 
 int run_app(const std::string& name, int argc, char** argv, const std::function<int(AppContext&)>& body) {
+  tune_host_allocator();
   const MpiWorld* world = nullptr;
   try {
     world = &mpi_init(&argc, &argv);

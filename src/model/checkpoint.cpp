@@ -11,16 +11,22 @@ using torch::autograd::variable_list;
 
 struct FnHolder : torch::CustomClassHolder {
   CheckpointedFn fn;
+  variable_list params;
   torch::Tensor rng_state;
 };
 
 struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
-  static variable_list forward(AutogradContext* ctx, c10::intrusive_ptr<FnHolder> holder, variable_list inputs) {
+  // Inputs and parameters arrive as TensorLists: autograd only tracks tensors passed as Tensor or
+  // TensorList (a std::vector would be taken for a non-tensor argument and cut the graph).
+  static variable_list forward(AutogradContext* ctx, c10::intrusive_ptr<FnHolder> holder, at::TensorList inputs,
+                               at::TensorList params) {
     holder->rng_state = at::detail::getDefaultCPUGenerator().get_state();
+    holder->params.assign(params.begin(), params.end());
     ctx->saved_data["fn"] = c10::IValue::make_capsule(holder);
-    ctx->save_for_backward(inputs);
+    const variable_list list(inputs.begin(), inputs.end());
+    ctx->save_for_backward(list);
     torch::NoGradGuard no_grad;
-    return holder->fn(inputs);
+    return holder->fn(list);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
@@ -39,26 +45,37 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
       outputs = holder->fn(detached);
       generator.set_state(current);
     }
-    variable_list roots, grads;
+    variable_list roots, root_grads, targets;
     for (size_t i = 0; i < outputs.size(); ++i) {
       if (!outputs[i].requires_grad() || !grad_outputs[i].defined()) continue;
       roots.push_back(outputs[i]);
-      grads.push_back(grad_outputs[i]);
+      root_grads.push_back(grad_outputs[i]);
     }
-    if (!roots.empty()) torch::autograd::backward(roots, grads);
-    variable_list result;
-    result.push_back(torch::Tensor());  // for the holder argument
-    for (const auto& d : detached) result.push_back(d.requires_grad() ? d.grad() : torch::Tensor());
+    for (const auto& d : detached)
+      if (d.requires_grad()) targets.push_back(d);
+    for (const auto& p : holder->params)
+      if (p.requires_grad()) targets.push_back(p);
+    // Gradients go back through this node (not accumulated here), so the engine delivers parameter
+    // gradients once, to the usual accumulators and hooks.
+    variable_list grads;
+    if (!roots.empty() && !targets.empty())
+      grads = torch::autograd::grad(roots, targets, root_grads, /*retain_graph=*/false, /*create_graph=*/false,
+                                    /*allow_unused=*/true);
+    variable_list result{torch::Tensor()};  // the holder argument
+    size_t next = 0;
+    for (const auto& d : detached) result.push_back(d.requires_grad() && !grads.empty() ? grads[next++] : torch::Tensor());
+    for (const auto& p : holder->params)
+      result.push_back(p.requires_grad() && !grads.empty() ? grads[next++] : torch::Tensor());
     return result;
   }
 };
 }  // namespace
 
-variable_list checkpoint(CheckpointedFn fn, const variable_list& inputs) {
+variable_list checkpoint(CheckpointedFn fn, const variable_list& inputs, const variable_list& params) {
   for (const auto& t : inputs) CVX_CHECK(t.defined(), "checkpoint(): inputs must be defined tensors");
   auto holder = c10::make_intrusive<FnHolder>();
   holder->fn = std::move(fn);
-  return CheckpointFunction::apply(holder, inputs);
+  return CheckpointFunction::apply(holder, at::TensorList(inputs), at::TensorList(params));
 }
 
 }  // namespace cvx

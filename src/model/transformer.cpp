@@ -92,7 +92,7 @@ torch::Tensor CogVideoXTransformerImpl::forward(const torch::Tensor& hidden_stat
             auto [h, e] = block->forward(in[0], in[1], in[2], has_rope ? &rope_copy : nullptr);
             return torch::autograd::variable_list{h, e};
           },
-          {hidden, encoder, temb});
+          {hidden, encoder, temb}, block->parameters());
       hidden = outputs[0];
       encoder = outputs[1];
     } else {
