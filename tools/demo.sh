@@ -2,9 +2,10 @@
 # The main job end to end on the built-in tiny default (configs/tiny.ini): synthetic videos,
 # tiny model, 2 MPI ranks. Installs packages (apt) and builds first.
 #
-# Today this runs what exists: dataset checks and shard planning (cvx_precompute --dry_run) and
-# the training set-up (cvx_train --dry_run: resolved config, run folder, logs). Encoding, the tiny
-# model and the training loop join as their issues land.
+# Today this runs what exists: a tiny random model folder (cvx_make_tiny), dataset checks and
+# shard planning (cvx_precompute --dry_run), the training set-up (cvx_train --dry_run: resolved
+# config, run folder, logs) and cvx_inspect of the model. Encoding and the training loop join as
+# their issues land.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install_deps.sh
@@ -16,6 +17,8 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 rm -rf demo && mkdir -p demo
 tools/make_synthetic_dataset.sh demo/data 4 128x96 17
+"$build/cvx_make_tiny" demo/tiny-model --variant 5b
 mpirun "${mpirun_flags[@]}" -np 2 "$build/cvx_precompute" --config configs/tiny.ini --dry_run
 mpirun "${mpirun_flags[@]}" -np 2 "$build/cvx_train" --config configs/tiny.ini --dry_run
-echo "demo: run folder demo/run (config.ini, log.txt)"
+"$build/cvx_inspect" demo/tiny-model | head -n 12
+echo "demo: tiny model demo/tiny-model, run folder demo/run (config.ini, log.txt)"
