@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "cvx/core/error.h"
+#include "cvx/core/shape.h"
 #include "cvx/io/model_folder.h"
 #include "cvx/io/safetensors.h"
 
@@ -26,11 +27,6 @@ std::string human_bytes(uint64_t bytes) {
   return buffer;
 }
 
-std::string shape_string(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
 
 void print_tensors(const cvx::TensorSource& source, const std::string& indent) {
   const auto names = source.names();
@@ -40,7 +36,7 @@ void print_tensors(const cvx::TensorSource& source, const std::string& indent) {
   std::map<std::string, size_t> per_dtype;
   for (const auto& n : names) {
     const auto& info = source.info(n);
-    const std::string shape = shape_string(info.shape);
+    const std::string shape = cvx::shape_string(info.shape);
     std::printf("%s%-*s  %-4s  %-22s  %llu\n", indent.c_str(), static_cast<int>(name_width), n.c_str(),
                 info.dtype.c_str(), shape.c_str(), static_cast<unsigned long long>(info.num_bytes()));
     total += info.num_bytes();

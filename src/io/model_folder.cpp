@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "cvx/core/error.h"
+#include "cvx/core/shape.h"
 #include "cvx/io/atomic_file.h"
 #include "cvx/io/json_file.h"
 
@@ -13,13 +14,6 @@ namespace cvx {
 namespace fs = std::filesystem;
 
 namespace {
-std::string shape_string(c10::IntArrayRef shape) {
-  std::ostringstream os;
-  os << "[";
-  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
-  os << "]";
-  return os.str();
-}
 
 std::string first_few(const std::vector<std::string>& names, size_t limit = 8) {
   std::string out;

@@ -13,13 +13,17 @@ namespace cvx {
 namespace {
 using Layers = std::vector<std::pair<std::string, std::shared_ptr<LoRALinearImpl>>>;
 
-Layers adapted_sorted(const torch::nn::Module& root) {
+}  // namespace
+
+std::vector<std::pair<std::string, std::shared_ptr<LoRALinearImpl>>> adapted_lora_linears(const torch::nn::Module& root) {
   Layers out;
   for (auto& entry : lora_linears(root))
     if (entry.second->has_lora()) out.push_back(std::move(entry));
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   return out;
 }
+
+namespace {
 
 // "to_q, to_k, ... (240 LoRALinear layers, e.g. transformer_blocks.0.attn1.to_q)": enough for a user
 // to spot the right suffix without dumping the whole model.
@@ -86,7 +90,7 @@ std::vector<std::string> inject_lora(torch::nn::Module& root, const LoraConfig& 
 
 NamedTensors lora_state(const torch::nn::Module& root) {
   NamedTensors out;
-  for (const auto& [name, layer] : adapted_sorted(root)) {
+  for (const auto& [name, layer] : adapted_lora_linears(root)) {
     out.emplace_back(name + ".lora_A.weight", layer->lora_A->weight);
     out.emplace_back(name + ".lora_B.weight", layer->lora_B->weight);
   }
@@ -113,7 +117,7 @@ void unmerge_lora(torch::nn::Module& root) {
 }
 
 void set_lora_multiplier(torch::nn::Module& root, double multiplier) {
-  const Layers layers = adapted_sorted(root);
+  const Layers layers = adapted_lora_linears(root);
   for (const auto& [name, layer] : layers)
     CVX_CHECK(!layer->merged(), "cannot change the LoRA strength of ", name, " while merged (unmerge first)");
   for (const auto& [name, layer] : layers) layer->set_lora_multiplier(multiplier);

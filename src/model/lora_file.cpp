@@ -12,6 +12,7 @@
 #include "cvx/core/error.h"
 #include "cvx/core/log.h"
 #include "cvx/model/lora.h"
+#include "cvx/core/shape.h"
 
 namespace cvx {
 namespace fs = std::filesystem;
@@ -47,19 +48,7 @@ std::string format_double(double v) {
   return buffer;
 }
 
-std::string shape_string(c10::IntArrayRef shape) {
-  std::string out = "[";
-  for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
-  return out + "]";
-}
 
-Layers adapted_sorted(const torch::nn::Module& root) {
-  Layers out;
-  for (auto& entry : lora_linears(root))
-    if (entry.second->has_lora()) out.push_back(std::move(entry));
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-  return out;
-}
 
 // The most frequent value; ties go to the smaller one.
 int64_t most_common(const std::vector<int64_t>& values) {
@@ -216,7 +205,7 @@ std::map<std::string, std::string> cvx_metadata(const Layers& layers, bool folde
 
 void save_lora_diffusers(const fs::path& file, const torch::nn::Module& root, torch::Dtype dtype) {
   CVX_CHECK_AS(ConfigError, c10::isFloatingType(dtype), "LoRA export needs a floating-point dtype");
-  const Layers layers = adapted_sorted(root);
+  const Layers layers = adapted_lora_linears(root);
   CVX_CHECK(!layers.empty(), "the model has no LoRA adapters: nothing to write to ", file.string());
   torch::NoGradGuard no_grad;
   NamedTensors tensors;
@@ -254,7 +243,7 @@ void save_lora_diffusers(const fs::path& file, const torch::nn::Module& root, to
 }
 
 void save_lora_state(const fs::path& file, const torch::nn::Module& root) {
-  const Layers layers = adapted_sorted(root);
+  const Layers layers = adapted_lora_linears(root);
   CVX_CHECK(!layers.empty(), "the model has no LoRA adapters: nothing to write to ", file.string());
   for (const auto& [name, layer] : layers) {
     CVX_CHECK(layer->lora_alpha() == layers.front().second->lora_alpha(), "LoRA adapters with different alphas (",

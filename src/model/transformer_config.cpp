@@ -1,5 +1,7 @@
 #include "cvx/model/transformer_config.h"
 
+#include <type_traits>
+
 #include "cvx/core/error.h"
 
 namespace cvx {
@@ -50,38 +52,50 @@ void TransformerConfig::validate(const std::string& source) const {
   CVX_CHECK_AS(FormatError, inner_dim() % 2 == 0, source, ": inner dim must be even");
 }
 
+// Every field once, in config.json key order: to_json and from_json walk the same list.
+template <class Config, class Visitor>
+void visit_fields(Config& c, Visitor&& v) {
+  v("activation_fn", c.activation_fn);
+  v("attention_bias", c.attention_bias);
+  v("attention_head_dim", c.attention_head_dim);
+  v("dropout", c.dropout);
+  v("flip_sin_to_cos", c.flip_sin_to_cos);
+  v("freq_shift", c.freq_shift);
+  v("in_channels", c.in_channels);
+  v("max_text_seq_length", c.max_text_seq_length);
+  v("norm_elementwise_affine", c.norm_elementwise_affine);
+  v("norm_eps", c.norm_eps);
+  v("num_attention_heads", c.num_attention_heads);
+  v("num_layers", c.num_layers);
+  v("ofs_embed_dim", c.ofs_embed_dim);
+  v("out_channels", c.out_channels);
+  v("patch_bias", c.patch_bias);
+  v("patch_size", c.patch_size);
+  v("patch_size_t", c.patch_size_t);
+  v("sample_frames", c.sample_frames);
+  v("sample_height", c.sample_height);
+  v("sample_width", c.sample_width);
+  v("spatial_interpolation_scale", c.spatial_interpolation_scale);
+  v("temporal_compression_ratio", c.temporal_compression_ratio);
+  v("temporal_interpolation_scale", c.temporal_interpolation_scale);
+  v("text_embed_dim", c.text_embed_dim);
+  v("time_embed_dim", c.time_embed_dim);
+  v("timestep_activation_fn", c.timestep_activation_fn);
+  v("use_learned_positional_embeddings", c.use_learned_positional_embeddings);
+  v("use_rotary_positional_embeddings", c.use_rotary_positional_embeddings);
+}
+
 nlohmann::json TransformerConfig::to_json() const {
   nlohmann::json j;
   j["_class_name"] = "CogVideoXTransformer3DModel";
   j["_diffusers_version"] = "0.32.2";
-  j["activation_fn"] = activation_fn;
-  j["attention_bias"] = attention_bias;
-  j["attention_head_dim"] = attention_head_dim;
-  j["dropout"] = dropout;
-  j["flip_sin_to_cos"] = flip_sin_to_cos;
-  j["freq_shift"] = freq_shift;
-  j["in_channels"] = in_channels;
-  j["max_text_seq_length"] = max_text_seq_length;
-  j["norm_elementwise_affine"] = norm_elementwise_affine;
-  j["norm_eps"] = norm_eps;
-  j["num_attention_heads"] = num_attention_heads;
-  j["num_layers"] = num_layers;
-  j["ofs_embed_dim"] = ofs_embed_dim ? nlohmann::json(*ofs_embed_dim) : nlohmann::json(nullptr);
-  j["out_channels"] = out_channels;
-  j["patch_bias"] = patch_bias;
-  j["patch_size"] = patch_size;
-  j["patch_size_t"] = patch_size_t ? nlohmann::json(*patch_size_t) : nlohmann::json(nullptr);
-  j["sample_frames"] = sample_frames;
-  j["sample_height"] = sample_height;
-  j["sample_width"] = sample_width;
-  j["spatial_interpolation_scale"] = spatial_interpolation_scale;
-  j["temporal_compression_ratio"] = temporal_compression_ratio;
-  j["temporal_interpolation_scale"] = temporal_interpolation_scale;
-  j["text_embed_dim"] = text_embed_dim;
-  j["time_embed_dim"] = time_embed_dim;
-  j["timestep_activation_fn"] = timestep_activation_fn;
-  j["use_learned_positional_embeddings"] = use_learned_positional_embeddings;
-  j["use_rotary_positional_embeddings"] = use_rotary_positional_embeddings;
+  visit_fields(*this, [&j](const char* key, const auto& field) {
+    if constexpr (std::is_same_v<std::decay_t<decltype(field)>, std::optional<int64_t>>) {
+      j[key] = field ? nlohmann::json(*field) : nlohmann::json(nullptr);
+    } else {
+      j[key] = field;
+    }
+  });
   return j;
 }
 
@@ -92,34 +106,13 @@ TransformerConfig TransformerConfig::from_json(const nlohmann::json& j, const st
                  j["_class_name"].dump(), ", expected \"CogVideoXTransformer3DModel\"");
   }
   TransformerConfig c;
-  read(j, "num_attention_heads", c.num_attention_heads, source);
-  read(j, "attention_head_dim", c.attention_head_dim, source);
-  read(j, "in_channels", c.in_channels, source);
-  read(j, "out_channels", c.out_channels, source);
-  read(j, "flip_sin_to_cos", c.flip_sin_to_cos, source);
-  read(j, "freq_shift", c.freq_shift, source);
-  read(j, "time_embed_dim", c.time_embed_dim, source);
-  read_optional(j, "ofs_embed_dim", c.ofs_embed_dim, source);
-  read(j, "text_embed_dim", c.text_embed_dim, source);
-  read(j, "num_layers", c.num_layers, source);
-  read(j, "dropout", c.dropout, source);
-  read(j, "attention_bias", c.attention_bias, source);
-  read(j, "sample_width", c.sample_width, source);
-  read(j, "sample_height", c.sample_height, source);
-  read(j, "sample_frames", c.sample_frames, source);
-  read(j, "patch_size", c.patch_size, source);
-  read_optional(j, "patch_size_t", c.patch_size_t, source);
-  read(j, "temporal_compression_ratio", c.temporal_compression_ratio, source);
-  read(j, "max_text_seq_length", c.max_text_seq_length, source);
-  read(j, "activation_fn", c.activation_fn, source);
-  read(j, "timestep_activation_fn", c.timestep_activation_fn, source);
-  read(j, "norm_elementwise_affine", c.norm_elementwise_affine, source);
-  read(j, "norm_eps", c.norm_eps, source);
-  read(j, "spatial_interpolation_scale", c.spatial_interpolation_scale, source);
-  read(j, "temporal_interpolation_scale", c.temporal_interpolation_scale, source);
-  read(j, "use_rotary_positional_embeddings", c.use_rotary_positional_embeddings, source);
-  read(j, "use_learned_positional_embeddings", c.use_learned_positional_embeddings, source);
-  read(j, "patch_bias", c.patch_bias, source);
+  visit_fields(c, [&](const char* key, auto& field) {
+    if constexpr (std::is_same_v<std::decay_t<decltype(field)>, std::optional<int64_t>>) {
+      read_optional(j, key, field, source);
+    } else {
+      read(j, key, field, source);
+    }
+  });
   c.validate(source);
   return c;
 }

@@ -36,6 +36,9 @@ namespace cvx {
 // in registration order.
 std::vector<std::pair<std::string, std::shared_ptr<LoRALinearImpl>>> lora_linears(const torch::nn::Module& root);
 
+// The LoRALinear layers that carry an adapter, sorted by name.
+std::vector<std::pair<std::string, std::shared_ptr<LoRALinearImpl>>> adapted_lora_linears(const torch::nn::Module& root);
+
 // True when `name` is `target` or ends with "." + target (PEFT's target_modules rule): "to_q" matches
 // "transformer_blocks.0.attn1.to_q" but not "...to_qx"; "to_out.0" does not match "...to_out.1".
 bool lora_target_matches(const std::string& name, const std::string& target);
