@@ -1,6 +1,7 @@
 #include "cvx/model/tiny_pipeline.h"
 
 #include "cvx/core/error.h"
+#include "cvx/diffusion/scheduler.h"
 #include "cvx/io/atomic_file.h"
 #include "cvx/io/json_file.h"
 #include "cvx/io/model_folder.h"
@@ -35,6 +36,11 @@ void write_tiny_pipeline(const std::filesystem::path& dir, const std::string& va
   index["_class_name"] = model->config.is_i2v() ? "CogVideoXImageToVideoPipeline" : "CogVideoXPipeline";
   index["_diffusers_version"] = "0.32.2";
   index["transformer"] = {"diffusers", "CogVideoXTransformer3DModel"};
+  // The released scheduler configurations: 2b shifts the SNR by 3, every 5b-class model by 1.
+  const auto scheduler = variant == "2b" ? scheduler_config_2b() : scheduler_config_5b();
+  std::filesystem::create_directories(dir / "scheduler");
+  write_json_file(dir / "scheduler" / "scheduler_config.json", scheduler.to_json());
+  index["scheduler"] = {"diffusers", scheduler.class_name};
   write_json_file(dir / "model_index.json", index);
 }
 
