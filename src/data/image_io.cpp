@@ -1,0 +1,82 @@
+#include "cvx/data/image_io.h"
+
+#include "av_util.h"
+#include "cvx/core/checked_call.h"
+#include "cvx/core/error.h"
+#include "cvx/io/atomic_file.h"
+
+namespace cvx {
+
+torch::Tensor read_image(const std::filesystem::path& file) {
+  CVX_CHECK_AS(ConfigError, std::filesystem::exists(file), "image ", file.string(), " does not exist");
+  AVFormatContext* raw = nullptr;
+  const int rc = avformat_open_input(&raw, file.c_str(), nullptr, nullptr);
+  CVX_CHECK_AS(FormatError, rc >= 0, "cannot open image ", file.string(), ": ", av_error_string(rc));
+  av::Input input(raw);
+  CVX_CHECK_AS(FormatError, avformat_find_stream_info(input.get(), nullptr) >= 0, "cannot read image ", file.string());
+  const int index = av_find_best_stream(input.get(), AVMEDIA_TYPE_VIDEO, -1, -1, nullptr, 0);
+  CVX_CHECK_AS(FormatError, index >= 0, file.string(), " holds no image");
+  const AVCodecParameters* params = input->streams[index]->codecpar;
+  const AVCodec* codec = avcodec_find_decoder(params->codec_id);
+  CVX_CHECK_AS(FormatError, codec != nullptr, "no decoder for image ", file.string());
+  av::CodecContext dec(avcodec_alloc_context3(codec));
+  CVX_AV(avcodec_parameters_to_context(dec.get(), params));
+  CVX_AV(avcodec_open2(dec.get(), codec, nullptr));
+
+  av::Packet packet(av_packet_alloc());
+  av::Frame frame(av_frame_alloc());
+  bool got = false;
+  while (!got && av_read_frame(input.get(), packet.get()) >= 0) {
+    if (packet->stream_index == index && avcodec_send_packet(dec.get(), packet.get()) >= 0)
+      got = avcodec_receive_frame(dec.get(), frame.get()) >= 0;
+    av_packet_unref(packet.get());
+  }
+  if (!got) {  // decoders with delay give their frame on flush
+    avcodec_send_packet(dec.get(), nullptr);
+    got = avcodec_receive_frame(dec.get(), frame.get()) >= 0;
+  }
+  CVX_CHECK_AS(FormatError, got, "cannot decode image ", file.string());
+  const int width = frame->width, height = frame->height;
+  auto image = torch::empty({height, width, 3}, torch::kUInt8);
+  av::Sws sws(sws_getContext(width, height, static_cast<AVPixelFormat>(frame->format), width, height,
+                             AV_PIX_FMT_RGB24, SWS_BICUBIC, nullptr, nullptr, nullptr));
+  CVX_CHECK_AS(FormatError, sws != nullptr, "unsupported pixel format in image ", file.string());
+  uint8_t* dst[1] = {image.data_ptr<uint8_t>()};
+  const int dst_stride[1] = {3 * width};
+  sws_scale(sws.get(), frame->data, frame->linesize, 0, height, dst, dst_stride);
+  return image;
+}
+
+void write_png(const std::filesystem::path& file, const torch::Tensor& image_in) {
+  CVX_CHECK_AS(ConfigError, image_in.dim() == 3 && image_in.size(2) == 3 && image_in.scalar_type() == torch::kUInt8,
+               "write_png(", file.string(), "): expected [H, W, 3] uint8, got ", image_in.sizes(), " ",
+               image_in.scalar_type());
+  const auto image = image_in.cpu().contiguous();
+  const AVCodec* codec = avcodec_find_encoder(AV_CODEC_ID_PNG);
+  CVX_CHECK_AS(SystemError, codec != nullptr, "FFmpeg has no PNG encoder");
+  av::CodecContext enc(avcodec_alloc_context3(codec));
+  enc->width = static_cast<int>(image.size(1));
+  enc->height = static_cast<int>(image.size(0));
+  enc->pix_fmt = AV_PIX_FMT_RGB24;
+  enc->time_base = AVRational{1, 1};
+  CVX_AV(avcodec_open2(enc.get(), codec, nullptr));
+  av::Frame frame(av_frame_alloc());
+  frame->format = AV_PIX_FMT_RGB24;
+  frame->width = enc->width;
+  frame->height = enc->height;
+  CVX_AV(av_frame_get_buffer(frame.get(), 0));
+  for (int y = 0; y < enc->height; ++y)
+    std::memcpy(frame->data[0] + y * frame->linesize[0], image[y].data_ptr<uint8_t>(), 3 * enc->width);
+  CVX_AV(avcodec_send_frame(enc.get(), frame.get()));
+  CVX_AV(avcodec_send_frame(enc.get(), nullptr));
+  av::Packet packet(av_packet_alloc());
+  std::string bytes;
+  while (avcodec_receive_packet(enc.get(), packet.get()) >= 0) {
+    bytes.append(reinterpret_cast<const char*>(packet->data), packet->size);
+    av_packet_unref(packet.get());
+  }
+  CVX_CHECK_AS(SystemError, !bytes.empty(), "PNG encoding of ", file.string(), " produced no data");
+  write_file_atomically(file, bytes);
+}
+
+}  // namespace cvx

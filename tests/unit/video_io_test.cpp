@@ -1,0 +1,73 @@
+// Videos and images written with FFmpeg read back as written: ffprobe sees the frames, size and
+// fps of an mp4; a PNG round-trips exactly.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "cvx/core/error.h"
+#include "cvx/data/image_io.h"
+#include "cvx/data/video_writer.h"
+#include "test_util.h"
+
+namespace {
+std::string probe(const std::filesystem::path& file) {
+  std::string out;
+  const int rc = cvx::test::run_command(
+      "ffprobe -v error -count_frames -select_streams v:0 -show_entries "
+      "stream=codec_name,width,height,r_frame_rate,nb_read_frames,pix_fmt -of default=noprint_wrappers=1 '" +
+          file.string() + "'",
+      &out);
+  EXPECT_EQ(rc, 0) << out;
+  return out;
+}
+
+torch::Tensor gradient_frames(int64_t frames, int64_t height, int64_t width) {
+  auto y = torch::arange(height).view({1, height, 1, 1}).expand({frames, height, width, 3});
+  auto x = torch::arange(width).view({1, 1, width, 1}).expand({frames, height, width, 3});
+  auto f = torch::arange(frames).view({frames, 1, 1, 1}).expand({frames, height, width, 3});
+  return ((x * 4 + y * 2 + f * 10) % 256).to(torch::kUInt8).contiguous();
+}
+}  // namespace
+
+TEST(VideoWriter, Mp4HasTheFramesSizeAndFps) {
+  const auto dir = cvx::test::scratch_dir("video_writer");
+  cvx::VideoWriterOptions options;
+  options.fps = 12;
+  cvx::write_video(dir / "clip.mp4", gradient_frames(10, 48, 64), options);
+  const std::string info = probe(dir / "clip.mp4");
+  EXPECT_NE(info.find("codec_name=h264"), std::string::npos) << info;
+  EXPECT_NE(info.find("width=64"), std::string::npos) << info;
+  EXPECT_NE(info.find("height=48"), std::string::npos) << info;
+  EXPECT_NE(info.find("r_frame_rate=12/1"), std::string::npos) << info;
+  EXPECT_NE(info.find("nb_read_frames=10"), std::string::npos) << info;
+  EXPECT_NE(info.find("pix_fmt=yuv420p"), std::string::npos) << info;
+  for (const auto& entry : std::filesystem::directory_iterator(dir))
+    EXPECT_EQ(entry.path().filename(), "clip.mp4") << "leftover " << entry.path();
+}
+
+TEST(VideoWriter, OddSizesArePaddedByOnePixel) {
+  const auto dir = cvx::test::scratch_dir("video_writer_odd");
+  cvx::write_video(dir / "odd.mp4", gradient_frames(3, 47, 63));
+  const std::string info = probe(dir / "odd.mp4");
+  EXPECT_NE(info.find("width=64"), std::string::npos) << info;
+  EXPECT_NE(info.find("height=48"), std::string::npos) << info;
+  EXPECT_THROW(cvx::write_video(dir / "bad.mp4", torch::zeros({3, 8, 8, 3})), cvx::Error);  // not uint8
+}
+
+TEST(VideoWriter, ModelOutputToUint8) {
+  const auto video = torch::tensor({0.0, 0.5, 1.0, 1.2}).view({1, 1, 1, 4}).expand({2, 3, 1, 4});
+  const auto frames = cvx::to_uint8_frames(video);
+  EXPECT_EQ(frames.sizes(), (std::vector<int64_t>{2, 1, 4, 3}));
+  EXPECT_EQ(frames[0][0][1][0].item<int>(), 128);  // 127.5: round half to even
+  EXPECT_EQ(frames[0][0][3][2].item<int>(), 255);  // clamped
+}
+
+TEST(ImageIo, PngRoundTripsExactly) {
+  const auto dir = cvx::test::scratch_dir("image_io");
+  const auto image = gradient_frames(1, 33, 51)[0].contiguous();
+  cvx::write_png(dir / "frame.png", image);
+  EXPECT_TRUE(torch::equal(cvx::read_image(dir / "frame.png"), image));
+  EXPECT_THROW(cvx::read_image(dir / "missing.png"), cvx::ConfigError);
+  std::ofstream(dir / "broken.png") << "not a png";
+  EXPECT_THROW(cvx::read_image(dir / "broken.png"), cvx::Error);
+}
