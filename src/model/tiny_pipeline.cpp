@@ -4,6 +4,7 @@
 #include "cvx/io/atomic_file.h"
 #include "cvx/io/json_file.h"
 #include "cvx/io/model_folder.h"
+#include "cvx/model/prompt_encoder.h"
 
 namespace cvx {
 
@@ -35,6 +36,7 @@ void write_tiny_pipeline(const std::filesystem::path& dir, const std::string& va
   index["_class_name"] = model->config.is_i2v() ? "CogVideoXImageToVideoPipeline" : "CogVideoXPipeline";
   index["_diffusers_version"] = "0.32.2";
   index["transformer"] = {"diffusers", "CogVideoXTransformer3DModel"};
+  index.update(write_tiny_text_encoder(dir, seed, model->config.text_embed_dim));
   write_json_file(dir / "model_index.json", index);
 }
 
