@@ -7,6 +7,13 @@ find_package(nlohmann_json 3.9 REQUIRED)
 find_package(Threads REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(LIBAV REQUIRED IMPORTED_TARGET libavformat libavcodec libavutil libswscale)
+# sentencepiece (T5 tokenizer): linked only into the cvx_spm module, never into cvx itself.
+find_path(SENTENCEPIECE_INCLUDE_DIR sentencepiece_processor.h)
+find_library(SENTENCEPIECE_LIBRARY sentencepiece)
+if(NOT SENTENCEPIECE_INCLUDE_DIR OR NOT SENTENCEPIECE_LIBRARY)
+  message(FATAL_ERROR "cvx needs sentencepiece for the T5 tokenizer (Debian/Ubuntu: apt install "
+    "libsentencepiece-dev; elsewhere pass -DSENTENCEPIECE_INCLUDE_DIR=... -DSENTENCEPIECE_LIBRARY=...).")
+endif()
 
 # ---- parallel HDF5: the serial build cannot write one file from many ranks.
 set(HDF5_PREFER_PARALLEL TRUE)

@@ -5,6 +5,7 @@
 #include "cvx/io/atomic_file.h"
 #include "cvx/io/json_file.h"
 #include "cvx/io/model_folder.h"
+#include "cvx/model/prompt_encoder.h"
 
 namespace cvx {
 
@@ -41,6 +42,7 @@ void write_tiny_pipeline(const std::filesystem::path& dir, const std::string& va
   std::filesystem::create_directories(dir / "scheduler");
   write_json_file(dir / "scheduler" / "scheduler_config.json", scheduler.to_json());
   index["scheduler"] = {"diffusers", scheduler.class_name};
+  index.update(write_tiny_text_encoder(dir, seed, model->config.text_embed_dim));
   write_json_file(dir / "model_index.json", index);
 }
 

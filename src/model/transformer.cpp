@@ -3,6 +3,7 @@
 #include "cvx/core/error.h"
 #include "cvx/io/model_folder.h"
 #include "cvx/model/checkpoint.h"
+#include "cvx/model/default_dtype.h"
 
 namespace cvx {
 
@@ -158,17 +159,6 @@ RotaryEmbedding training_rotary_embedding(const TransformerConfig& c, int64_t la
   return rotary_pos_embed_3d(c.attention_head_dim, std::nullopt, grid_h, grid_w, temporal, "slice",
                              std::make_pair(grid_h, grid_w));
 }
-
-namespace {
-// Parameters are created directly in the target dtype, so a bf16 model never exists in fp32 first.
-struct DefaultDtypeGuard {
-  explicit DefaultDtypeGuard(torch::Dtype dtype) : previous(torch::get_default_dtype()) {
-    torch::set_default_dtype(caffe2::TypeMeta::fromScalarType(dtype));
-  }
-  ~DefaultDtypeGuard() { torch::set_default_dtype(previous); }
-  caffe2::TypeMeta previous;
-};
-}  // namespace
 
 CogVideoXTransformer load_transformer(const std::filesystem::path& dir, torch::Dtype dtype) {
   const ComponentFolder folder = open_component(dir, "", /*require_weights=*/true);

@@ -3,19 +3,10 @@
 #include <type_traits>
 
 #include "cvx/core/error.h"
+#include "cvx/io/json_file.h"
 
 namespace cvx {
 namespace {
-
-template <class T>
-void read(const nlohmann::json& j, const char* key, T& field, const std::string& source) {
-  if (!j.contains(key) || j[key].is_null()) return;  // absent keys keep the constructor default
-  try {
-    field = j[key].get<T>();
-  } catch (const nlohmann::json::exception&) {
-    CVX_THROW_AS(FormatError, source, ": key '", key, "' has an unexpected type (", j[key].dump(), ")");
-  }
-}
 
 void read_optional(const nlohmann::json& j, const char* key, std::optional<int64_t>& field, const std::string& source) {
   if (!j.contains(key) || j[key].is_null()) {
@@ -110,7 +101,7 @@ TransformerConfig TransformerConfig::from_json(const nlohmann::json& j, const st
     if constexpr (std::is_same_v<std::decay_t<decltype(field)>, std::optional<int64_t>>) {
       read_optional(j, key, field, source);
     } else {
-      read(j, key, field, source);
+      read_json_field(j, key, field, source);
     }
   });
   c.validate(source);
