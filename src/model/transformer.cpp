@@ -3,7 +3,6 @@
 #include "cvx/core/error.h"
 #include "cvx/io/model_folder.h"
 #include "cvx/model/checkpoint.h"
-#include "cvx/model/default_dtype.h"
 
 namespace cvx {
 
@@ -161,17 +160,7 @@ RotaryEmbedding training_rotary_embedding(const TransformerConfig& c, int64_t la
 }
 
 CogVideoXTransformer load_transformer(const std::filesystem::path& dir, torch::Dtype dtype) {
-  const ComponentFolder folder = open_component(dir, "", /*require_weights=*/true);
-  const auto config = TransformerConfig::from_json(folder.config, folder.config_file.string());
-  CogVideoXTransformer model{nullptr};
-  {
-    DefaultDtypeGuard guard(dtype);
-    model = CogVideoXTransformer(config);
-  }
-  LoadOptions options;
-  options.dtype = dtype;
-  load_state(*model, *folder.weights, options);
-  return model;
+  return load_component_model<CogVideoXTransformer, TransformerConfig>(dir, dtype);
 }
 
 }  // namespace cvx

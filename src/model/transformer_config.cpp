@@ -1,23 +1,9 @@
 #include "cvx/model/transformer_config.h"
 
-#include <type_traits>
-
 #include "cvx/core/error.h"
 #include "cvx/io/json_file.h"
 
 namespace cvx {
-namespace {
-
-void read_optional(const nlohmann::json& j, const char* key, std::optional<int64_t>& field, const std::string& source) {
-  if (!j.contains(key) || j[key].is_null()) {
-    field.reset();
-    return;
-  }
-  CVX_CHECK_AS(FormatError, j[key].is_number_integer(), source, ": key '", key, "' must be an integer or null");
-  field = j[key].get<int64_t>();
-}
-
-}  // namespace
 
 std::string TransformerConfig::variant() const {
   if (patch_size_t) return is_i2v() ? "1.5-i2v" : "1.5-t2v";
@@ -77,35 +63,12 @@ void visit_fields(Config& c, Visitor&& v) {
 }
 
 nlohmann::json TransformerConfig::to_json() const {
-  nlohmann::json j;
-  j["_class_name"] = "CogVideoXTransformer3DModel";
-  j["_diffusers_version"] = "0.32.2";
-  visit_fields(*this, [&j](const char* key, const auto& field) {
-    if constexpr (std::is_same_v<std::decay_t<decltype(field)>, std::optional<int64_t>>) {
-      j[key] = field ? nlohmann::json(*field) : nlohmann::json(nullptr);
-    } else {
-      j[key] = field;
-    }
-  });
-  return j;
+  return config_to_json(*this, "CogVideoXTransformer3DModel", [](const auto& c, auto&& v) { visit_fields(c, v); });
 }
 
 TransformerConfig TransformerConfig::from_json(const nlohmann::json& j, const std::string& source) {
-  CVX_CHECK_AS(FormatError, j.is_object(), source, ": expected a JSON object");
-  if (j.contains("_class_name")) {
-    CVX_CHECK_AS(FormatError, j["_class_name"] == "CogVideoXTransformer3DModel", source, ": _class_name is ",
-                 j["_class_name"].dump(), ", expected \"CogVideoXTransformer3DModel\"");
-  }
-  TransformerConfig c;
-  visit_fields(c, [&](const char* key, auto& field) {
-    if constexpr (std::is_same_v<std::decay_t<decltype(field)>, std::optional<int64_t>>) {
-      read_optional(j, key, field, source);
-    } else {
-      read_json_field(j, key, field, source);
-    }
-  });
-  c.validate(source);
-  return c;
+  return config_from_json<TransformerConfig>(j, "CogVideoXTransformer3DModel", source,
+                                             [](auto& c, auto&& v) { visit_fields(c, v); });
 }
 
 TransformerConfig cogvideox_2b() { return TransformerConfig{}; }

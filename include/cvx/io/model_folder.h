@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cvx/io/safetensors.h"
+#include "cvx/model/default_dtype.h"
 
 namespace cvx {
 
@@ -71,6 +72,23 @@ struct LoadReport {
 // checkpoint can be loaded in bf16 with little more memory than the bf16 model. With strict,
 // missing, unexpected and shape-mismatched keys are reported together in one FormatError.
 LoadReport load_state(torch::nn::Module& module, const TensorSource& source, const LoadOptions& options = {});
+
+// Builds `Model` (a module holder constructible from `Config`) from a component folder: config via
+// `Config::from_json`, parameters created in `dtype`, weights loaded strictly.
+template <class Model, class Config>
+Model load_component_model(const std::filesystem::path& dir, torch::Dtype dtype) {
+  const ComponentFolder folder = open_component(dir, "", /*require_weights=*/true);
+  const auto config = Config::from_json(folder.config, folder.config_file.string());
+  Model model{nullptr};
+  {
+    DefaultDtypeGuard guard(dtype);
+    model = Model(config);
+  }
+  LoadOptions options;
+  options.dtype = dtype;
+  load_state(*model, *folder.weights, options);
+  return model;
+}
 
 // Parameters and buffers of `module` by name, in registration order.
 NamedTensors module_state(const torch::nn::Module& module);
