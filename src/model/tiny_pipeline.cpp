@@ -6,6 +6,7 @@
 #include "cvx/io/json_file.h"
 #include "cvx/io/model_folder.h"
 #include "cvx/model/prompt_encoder.h"
+#include "cvx/model/vae.h"
 
 namespace cvx {
 
@@ -33,10 +34,12 @@ void write_tiny_pipeline(const std::filesystem::path& dir, const std::string& va
   auto model = make_tiny_transformer(variant, seed);
   std::filesystem::create_directories(dir);
   save_component(dir / "transformer", model->config.to_json(), module_state(*model));
+  write_tiny_vae(dir / "vae", seed, variant);
   nlohmann::json index;
   index["_class_name"] = model->config.is_i2v() ? "CogVideoXImageToVideoPipeline" : "CogVideoXPipeline";
   index["_diffusers_version"] = "0.32.2";
   index["transformer"] = {"diffusers", "CogVideoXTransformer3DModel"};
+  index["vae"] = {"diffusers", "AutoencoderKLCogVideoX"};
   // The released scheduler configurations: 2b shifts the SNR by 3, every 5b-class model by 1.
   const auto scheduler = variant == "2b" ? scheduler_config_2b() : scheduler_config_5b();
   std::filesystem::create_directories(dir / "scheduler");

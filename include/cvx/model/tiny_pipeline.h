@@ -14,9 +14,9 @@ namespace cvx {
 // A tiny transformer of `variant` ("2b", "5b", "5b-i2v", "1.5-t2v", "1.5-i2v"), randomly initialised from `seed`.
 CogVideoXTransformer make_tiny_transformer(const std::string& variant, uint64_t seed);
 
-// Writes `dir/transformer/` (config.json + diffusion_pytorch_model.safetensors), `dir/scheduler/`
-// (the released scheduler configuration of the variant) and `dir/model_index.json` naming the
-// pipeline class of the variant and the components present.
+// Writes `dir/transformer/` and `dir/vae/` (config.json + diffusion_pytorch_model.safetensors each),
+// `dir/scheduler/` (the released scheduler configuration of the variant) and `dir/model_index.json`
+// naming the pipeline class of the variant and the components present.
 void write_tiny_pipeline(const std::filesystem::path& dir, const std::string& variant, uint64_t seed);
 
 }  // namespace cvx
