@@ -32,6 +32,15 @@ double fallback_atol(const Case& c) {
   return 10 * decade;
 }
 
+// EXPECTs closeness and prints the largest error.
+void expect_close(const Case& c, const std::string& name, const torch::Tensor& actual, const torch::Tensor& expected,
+                  double atol) {
+  EXPECT_TRUE(cvx::test::all_close(actual, expected, atol)) << name;
+  if (actual.sizes() == expected.sizes())
+    std::printf("[ golden ] %s %s max|diff| %.3g (atol %.0e, rtol 1e-4)\n", c.name.c_str(), name.c_str(),
+                (actual - expected).abs().max().item<double>(), atol);
+}
+
 bool has_tiling(const Case& c) { return c.meta.contains("enable_tiling_args"); }
 
 void enable_tiling_as_recorded(cvx::AutoencoderKLCogVideoX& vae, const Case& c) {
@@ -139,12 +148,7 @@ TEST(VAEGolden, EncodeSampleDecodeMatchDiffusersOnEveryRecordedPath) {
         const std::string row =
             std::string(tiled ? "tiled_" : "") + (r.quantity.rfind("decoded", 0) == 0 ? "decoded" : "latent_mean");
         const double atol = cvx::test::golden_atol(c.name, row, fallback_atol(c));
-        const auto expected = c.tensor(r.name);
-        const auto& actual = results.at(r.quantity);
-        EXPECT_TRUE(cvx::test::all_close(actual, expected, atol)) << r.name;
-        if (actual.sizes() == expected.sizes())
-          std::printf("[ golden ] %s %s max|diff| %.3g (atol %.0e, rtol 1e-4)\n", c.name.c_str(), r.name.c_str(),
-                      (actual - expected).abs().max().item<double>(), atol);
+        expect_close(c, r.name, results.at(r.quantity), c.tensor(r.name), atol);
         ++compared;
       }
     }
@@ -211,4 +215,57 @@ TEST(VAEGolden, FrameBatchesTileGeometryAndDefaultsAsRecorded) {
       }
     }
   }
+}
+
+// How pipelines and the training recipe use the VAE, on their golden cases: decoding the final
+// latents (unscaled, 1.5's extra leading frames dropped) and the I2V image latent (encode, the
+// generator's first draw or the recorded noise, then the pipelines' or the recipe's scaling).
+TEST(VAEGolden, PipelineAndTrainingUsesOfTheVAE) {
+  CVX_REQUIRE_GOLDEN();
+  auto cases = cvx::test::golden_cases("pipeline");
+  for (auto& c : cvx::test::golden_cases("loss")) cases.push_back(std::move(c));
+  size_t checked = 0;
+  for (const auto& c : cases) {
+    std::filesystem::path dir;
+    auto path_of = [&](const char* key) { return c.meta.contains(key) && c.meta[key].is_string(); };
+    if (path_of("pipeline_dir")) dir = c.dir / c.meta["pipeline_dir"].get<std::string>() / "vae";
+    if (path_of("vae_dir")) dir = c.dir / c.meta["vae_dir"].get<std::string>();
+    if (dir.empty() || !c.data) continue;
+    SCOPED_TRACE(c.name);
+    auto vae = cvx::load_vae(dir);
+    const double latent_atol = cvx::test::golden_atol(c.name, "latent_mean", fallback_atol(c));
+    auto compare = [&](const torch::Tensor& actual, const std::string& name, double atol) {
+      expect_close(c, name, actual, c.tensor(name), atol);
+      ++checked;
+    };
+    if (c.has("output.final_latents") && c.has("output.decoded")) {
+      const auto latents = c.tensor("output.final_latents");  // [B, F, C, h, w]
+      const int64_t extra = c.meta.value("shapes", nlohmann::json::object()).value("additional_frames", int64_t{0});
+      const auto z = latents.narrow(1, extra, latents.size(1) - extra).permute({0, 2, 1, 3, 4});
+      compare(vae->decode(cvx::unscale_latents(z, vae->config)), "output.decoded",
+              cvx::test::golden_atol(c.name, "decoded", fallback_atol(c)));
+    }
+    // Pipelines encode the preprocessed image; the recipe its noised copy, sampled with given noise.
+    const bool pipeline = c.has("inter.image_preprocessed");
+    if (!pipeline && !c.has("inter.noisy_images")) continue;
+    const auto image = pipeline ? c.tensor("inter.image_preprocessed").unsqueeze(2) : c.tensor("inter.noisy_images");
+    const auto dist = vae->encode(image);
+    compare(dist.mean, "inter.image_latent_mean", latent_atol);
+    compare(dist.std(), "inter.image_latent_std", latent_atol);
+    torch::Tensor latent;  // [B, C, 1, h, w]
+    if (pipeline) {
+      // The pipeline's generator, seeded as recorded: its first draw is the recorded noise.
+      const auto sample = dist.sample(c.meta.at("call").at("generator_seed").get<uint64_t>());
+      EXPECT_TRUE(torch::equal(sample, dist.sample(c.tensor("inter.image_latent_eps"))));
+      latent = cvx::scale_image_latents(sample, vae->config);
+    } else {
+      // The recipe multiplies by scaling_factor whatever invert_scale_latents says.
+      latent = cvx::scale_latents(dist.sample(c.tensor("input.image_latent_eps")), vae->config);
+    }
+    // Recorded as [B, F, C, h, w] with zero frames after the first.
+    expect_close(c, "inter.image_latents", latent.permute({0, 2, 1, 3, 4}),
+                 c.tensor("inter.image_latents").narrow(1, 0, 1), latent_atol);
+    ++checked;
+  }
+  EXPECT_GT(checked, 0u);
 }
