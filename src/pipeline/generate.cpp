@@ -52,6 +52,9 @@ int run_generate(const AppContext& ctx, const GenerateConfig& config) {
       if (fs::path(image).is_relative()) image = (fs::path(config.image_file).parent_path() / image).string();
   }
 
+  // Fail before the (slow) model load on inputs that cannot work.
+  for (const auto& image : images)
+    CVX_CHECK_AS(ConfigError, fs::exists(image), "image ", image, " does not exist");
   const auto dtype = parse_dtype(config.dtype);
   // The VAE stays in fp32 on the CPU (no fast bf16 convolutions there); bf16 on GPUs.
   const bool cuda = torch::cuda::is_available();

@@ -75,3 +75,43 @@ TEST(PipelineGolden, DenoisingLoopMatchesStepByStep) {
     EXPECT_TRUE(cvx::test::all_close(final_latents, c.tensor("output.final_latents"), kEndToEndAtol));
   }
 }
+
+#include "cvx/data/image_io.h"
+#include "cvx/pipeline/video_pipeline.h"
+
+// The whole pipeline from the case's own folder (tokenizer, T5, transformer, VAE): prompt in,
+// frames out, with the case's seed driving the same generator draws as the reference.
+TEST(PipelineGolden, EndToEndFromTheModelFolder) {
+  CVX_REQUIRE_GOLDEN();
+  for (const auto& c : cvx::test::golden_cases("pipeline")) {
+    SCOPED_TRACE(c.name);
+    auto pipeline = cvx::VideoPipeline::load(c.dir / c.meta.at("pipeline_dir").get<std::string>(), torch::kFloat32);
+    pipeline.scheduler_config = cvx::SchedulerConfig::from_json(c.meta.at("scheduler_config"));
+    const auto& call = c.meta.at("call");
+    cvx::GenerateRequest request;
+    request.prompt = call.at("prompt");
+    if (call.contains("negative_prompt") && call["negative_prompt"].is_string()) request.negative_prompt = call["negative_prompt"];
+    request.height = call.at("height");
+    request.width = call.at("width");
+    request.num_frames = call.at("num_frames");
+    request.denoise.num_inference_steps = call.at("num_inference_steps");
+    request.denoise.guidance_scale = call.at("guidance_scale");
+    request.denoise.use_dynamic_cfg = call.at("use_dynamic_cfg");
+    request.seed = call.at("generator_seed").get<uint64_t>();
+    request.initial_latents = c.tensor("input.initial_latents");
+    if (c.has("input.image_u8")) {
+      request.image = c.tensor("input.image_u8");
+      // The PNG the reference read holds the same pixels.
+      EXPECT_TRUE(torch::equal(cvx::read_image(c.dir / "input_image.png"), request.image));
+    }
+    const auto result = pipeline.generate(request);
+    EXPECT_TRUE(cvx::test::all_close(result.prompt_embeds, c.tensor("inter.prompt_embeds"), kStepAtol)) << "prompt";
+    if (c.has("inter.image_latents"))
+      EXPECT_TRUE(cvx::test::all_close(result.image_latents, c.tensor("inter.image_latents"), kStepAtol)) << "image";
+    EXPECT_TRUE(cvx::test::all_close(result.final_latents, c.tensor("output.final_latents"),
+                                     cvx::test::golden_atol(c.name, "final_latents", kEndToEndAtol)));
+    EXPECT_TRUE(cvx::test::all_close(result.video.unsqueeze(0), c.tensor("output.video"),
+                                     cvx::test::golden_atol(c.name, "decoded", kEndToEndAtol)))
+        << "video";
+  }
+}
