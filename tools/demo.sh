@@ -4,8 +4,8 @@
 #
 # Today this runs what exists: a tiny random model folder (cvx_make_tiny), dataset checks and
 # shard planning (cvx_precompute --dry_run), the training set-up (cvx_train --dry_run: resolved
-# config, run folder, logs) and cvx_inspect of the model. Encoding and the training loop join as
-# their issues land.
+# config, run folder, logs), cvx_inspect of the model and cvx_generate rendering the prompts on 2
+# ranks. Encoding and the training loop join as their issues land.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install_deps.sh
@@ -20,5 +20,7 @@ tools/make_synthetic_dataset.sh demo/data 4 128x96 17
 "$build/cvx_make_tiny" demo/tiny-model --variant 5b
 mpirun "${mpirun_flags[@]}" -np 2 "$build/cvx_precompute" --config configs/tiny.ini --dry_run
 mpirun "${mpirun_flags[@]}" -np 2 "$build/cvx_train" --config configs/tiny.ini --dry_run
-"$build/cvx_inspect" demo/tiny-model | head -n 12
-echo "demo: tiny model demo/tiny-model, run folder demo/run (config.ini, log.txt)"
+"$build/cvx_inspect" demo/tiny-model > demo/inspect.txt && head -n 12 demo/inspect.txt
+mpirun "${mpirun_flags[@]}" -np 2 "$build/cvx_generate" --model_path demo/tiny-model --prompt_file demo/data/prompts.txt \
+  --height 64 --width 96 --num_frames 9 --num_inference_steps 4 --dtype fp32 --output demo/videos/sample.mp4
+echo "demo: tiny model demo/tiny-model, run folder demo/run (config.ini, log.txt), videos demo/videos/"

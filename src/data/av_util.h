@@ -26,6 +26,10 @@ struct InputDeleter {
   void operator()(AVFormatContext* f) const { avformat_close_input(&f); }
 };
 
+// FFmpeg's own logging (encoder statistics, ...) would interleave with ours; keep only its errors,
+// which our checked calls report with context anyway.
+inline void quiet_logging() { av_log_set_level(AV_LOG_ERROR); }
+
 using Frame = std::unique_ptr<AVFrame, FrameDeleter>;
 using Packet = std::unique_ptr<AVPacket, PacketDeleter>;
 using CodecContext = std::unique_ptr<AVCodecContext, CodecContextDeleter>;

@@ -9,6 +9,7 @@ namespace cvx {
 
 torch::Tensor read_image(const std::filesystem::path& file) {
   CVX_CHECK_AS(ConfigError, std::filesystem::exists(file), "image ", file.string(), " does not exist");
+  av::quiet_logging();
   AVFormatContext* raw = nullptr;
   const int rc = avformat_open_input(&raw, file.c_str(), nullptr, nullptr);
   CVX_CHECK_AS(FormatError, rc >= 0, "cannot open image ", file.string(), ": ", av_error_string(rc));

@@ -64,6 +64,7 @@ void write_video(const std::filesystem::path& file, const torch::Tensor& frames_
   }
   const int height = static_cast<int>(frames.size(1)), width = static_cast<int>(frames.size(2));
 
+  av::quiet_logging();
   const auto temp = temp_path_for(file);
   Output out;
   CVX_AV(avformat_alloc_output_context2(&out.ctx, nullptr, "mp4", temp.c_str()));
