@@ -58,7 +58,11 @@ int run_generate(const AppContext& ctx, const GenerateConfig& config) {
   const auto dtype = parse_dtype(config.dtype);
   // The VAE stays in fp32 on the CPU (no fast bf16 convolutions there); bf16 on GPUs.
   const bool cuda = torch::cuda::is_available();
-  VideoPipeline pipeline = VideoPipeline::load(config.model_path, dtype, cuda ? dtype : torch::kFloat32);
+  // One GPU per rank: the node-local rank picks it.
+  const torch::Device device = cuda ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(ctx.mpi->local_rank % static_cast<int>(torch::cuda::device_count())))
+                                    : torch::Device(torch::kCPU);
+  VideoPipeline pipeline = VideoPipeline::load(config.model_path, dtype, cuda ? dtype : torch::kFloat32, device);
+  CVX_INFO << "models loaded on " << device << " (" << config.dtype << ")";
   if (config.vae_tiling) pipeline.vae->enable_tiling();
   // auto: DPM for the 5b-class models and DDIM for 2b, as the official demo samples them.
   const bool dpm = config.scheduler == "dpm" ||

@@ -11,7 +11,7 @@ extern "C" {
 namespace cvx {
 
 VideoPipeline VideoPipeline::load(const std::filesystem::path& model_path, torch::Dtype dtype,
-                                  std::optional<torch::Dtype> vae_dtype) {
+                                  std::optional<torch::Dtype> vae_dtype, torch::Device device) {
   const auto folder = ModelFolder::open(model_path);
   VideoPipeline p;
   p.transformer = load_transformer(model_path / "transformer", dtype);
@@ -21,6 +21,12 @@ VideoPipeline VideoPipeline::load(const std::filesystem::path& model_path, torch
   p.prompt_encoder = std::make_shared<PromptEncoder>(PromptEncoder::load(model_path, dtype));
   const auto scheduler = folder.component("scheduler");
   p.scheduler_config = SchedulerConfig::from_json(scheduler.config, scheduler.config_file.string());
+  p.device = device;
+  if (device != torch::Device(torch::kCPU)) {
+    p.transformer->to(device);
+    p.vae->to(device);
+    p.prompt_encoder->encoder()->to(device);
+  }
   return p;
 }
 
@@ -64,7 +70,7 @@ torch::Tensor VideoPipeline::decode(const torch::Tensor& latents) {
   torch::NoGradGuard no_grad;
   const auto z = unscale_latents(latents.permute({0, 2, 1, 3, 4}).to(vae->dtype()), vae->config);
   const auto video = vae->decode(z);  // [1, 3, F, H, W]
-  return (video.to(torch::kFloat32) * 0.5 + 0.5).clamp(0, 1)[0].permute({1, 0, 2, 3}).contiguous();
+  return (video.to(torch::kCPU, torch::kFloat32) * 0.5 + 0.5).clamp(0, 1)[0].permute({1, 0, 2, 3}).contiguous();
 }
 
 GenerateResult VideoPipeline::generate(const GenerateRequest& request_in, const DenoiseCallback& callback) {
@@ -89,18 +95,20 @@ GenerateResult VideoPipeline::generate(const GenerateRequest& request_in, const 
   auto generator = at::detail::createCPUGenerator(r.seed);
   if (c.is_i2v()) {
     // The image latent is drawn before the initial noise (the reference's generator order).
-    const auto image = prepare_image(r.image, r.height, r.width).to(vae->dtype()).unsqueeze(2);  // [1, 3, 1, H, W]
+    const auto image = prepare_image(r.image, r.height, r.width).to(device, vae->dtype()).unsqueeze(2);  // [1, 3, 1, H, W]
     const auto posterior = vae->encode(image);
     auto latent = scale_image_latents(posterior.sample(generator), vae->config).to(dtype);  // [1, C, 1, h, w]
     latent = latent.permute({0, 2, 1, 3, 4});
     result.image_latents = torch::cat({latent, torch::zeros({1, frames - 1, channels, h, w}, latent.options())}, 1);
   }
+  // Drawn on the CPU generator in the model dtype, then moved (diffusers' randn_tensor).
   auto latents = r.initial_latents.defined()
-                     ? r.initial_latents.to(dtype)
-                     : torch::randn({1, frames, channels, h, w}, generator, torch::TensorOptions().dtype(dtype));
-  const auto rope = pipeline_rotary_embedding(c, r.height, r.width, frames);
+                     ? r.initial_latents.to(device, dtype)
+                     : torch::randn({1, frames, channels, h, w}, generator, torch::TensorOptions().dtype(dtype)).to(device);
+  auto rope = pipeline_rotary_embedding(c, r.height, r.width, frames);
+  if (rope.cos.defined()) rope = {rope.cos.to(device), rope.sin.to(device)};
   std::optional<torch::Tensor> ofs;
-  if (c.ofs_embed_dim) ofs = torch::full({1}, 2.0, torch::TensorOptions().dtype(dtype));
+  if (c.ofs_embed_dim) ofs = torch::full({1}, 2.0, torch::TensorOptions().dtype(dtype).device(device));
 
   CogVideoXScheduler scheduler(scheduler_config);
   result.final_latents =

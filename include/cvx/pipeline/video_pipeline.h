@@ -38,9 +38,10 @@ struct GenerateResult {
 class VideoPipeline {
  public:
   // A diffusers CogVideoX folder: transformer/, vae/, text_encoder/, tokenizer/, scheduler/.
-  // `dtype` for the transformer and text encoder (the VAE too unless `vae_dtype` is given).
+  // `dtype` for the transformer and text encoder (the VAE too unless `vae_dtype` is given); every
+  // model is moved to `device`. Random draws stay on a CPU generator (reproducible across devices).
   static VideoPipeline load(const std::filesystem::path& model_path, torch::Dtype dtype = torch::kBFloat16,
-                            std::optional<torch::Dtype> vae_dtype = std::nullopt);
+                            std::optional<torch::Dtype> vae_dtype = std::nullopt, torch::Device device = torch::kCPU);
 
   GenerateResult generate(const GenerateRequest& request, const DenoiseCallback& callback = {});
 
@@ -53,6 +54,7 @@ class VideoPipeline {
   AutoencoderKLCogVideoX vae{nullptr};
   std::shared_ptr<PromptEncoder> prompt_encoder;
   SchedulerConfig scheduler_config;
+  torch::Device device = torch::kCPU;
 };
 
 }  // namespace cvx
