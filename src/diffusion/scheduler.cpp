@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "cvx/core/error.h"
+#include "cvx/io/json_file.h"
 
 namespace cvx {
 namespace {
@@ -45,7 +46,7 @@ nlohmann::json SchedulerConfig::to_json() const {
   j["clip_sample_range"] = 1.0;
   j["sample_max_value"] = 1.0;
   j["trained_betas"] = nullptr;
-  visit_fields(*this, [&j](const char* key, const auto& field) { j[key] = field; });
+  visit_fields(*this, [&j](const char* key, const auto& field) { write_json_field(j, key, field); });
   return j;
 }
 
@@ -55,14 +56,7 @@ SchedulerConfig SchedulerConfig::from_json(const nlohmann::json& j, const std::s
   if (j.contains("_class_name")) c.class_name = j["_class_name"].get<std::string>();
   CVX_CHECK_AS(FormatError, c.class_name == "CogVideoXDDIMScheduler" || c.class_name == "CogVideoXDPMScheduler", source,
                ": _class_name '", c.class_name, "' is not CogVideoXDDIMScheduler or CogVideoXDPMScheduler");
-  visit_fields(c, [&](const char* key, auto& field) {
-    if (!j.contains(key) || j[key].is_null()) return;
-    try {
-      field = j[key].get<std::decay_t<decltype(field)>>();
-    } catch (const nlohmann::json::exception&) {
-      CVX_THROW_AS(FormatError, source, ": key '", key, "' has an unexpected type (", j[key].dump(), ")");
-    }
-  });
+  visit_fields(c, [&](const char* key, auto& field) { read_json_field(j, key, field, source); });
   CVX_CHECK_AS(FormatError, c.beta_schedule == "scaled_linear" || c.beta_schedule == "linear", source,
                ": beta_schedule '", c.beta_schedule, "' is not supported (CogVideoX uses scaled_linear)");
   CVX_CHECK_AS(FormatError, !j.contains("trained_betas") || j["trained_betas"].is_null(), source,
