@@ -1,5 +1,6 @@
 // cvx_inspect PATH: what is inside a safetensors file, a sharded index, a diffusers component
-// folder or a whole pipeline folder: every tensor's name, dtype, shape and size, plus configs.
+// folder, a whole pipeline folder (every tensor's name, dtype, shape and size, plus configs) or a
+// latent store (header attributes and the per-sample table).
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -7,6 +8,7 @@
 
 #include "cvx/core/error.h"
 #include "cvx/core/shape.h"
+#include "cvx/data/latent_store.h"
 #include "cvx/io/model_folder.h"
 #include "cvx/io/safetensors.h"
 
@@ -112,8 +114,12 @@ int inspect(const fs::path& path) {
     print_tensors(*source, "  ");
     return 0;
   }
+  if (ends_with(name, ".h5")) {
+    cvx::print_store(path);
+    return 0;
+  }
   CVX_THROW_AS(cvx::ConfigError, "don't know how to inspect ", path.string(),
-               ": expected a .safetensors file, a .safetensors.index.json, or a diffusers model/component folder");
+               ": expected a .safetensors file, a .safetensors.index.json, a latent store (.h5), or a diffusers model/component folder");
 }
 
 }  // namespace
@@ -123,7 +129,7 @@ int main(int argc, char** argv) {
     std::fprintf(argc == 2 ? stdout : stderr,
                  "usage: cvx_inspect PATH\n"
                  "  PATH: a .safetensors file, a *.safetensors.index.json, a diffusers component folder\n"
-                 "        (config.json + weights) or a pipeline folder (model_index.json)\n"
+                 "        (config.json + weights), a pipeline folder (model_index.json) or a latent store (.h5)\n"
                  "Prints every tensor's name, dtype, shape and byte size, and each component's config.\n");
     return argc == 2 ? 0 : 2;
   }

@@ -540,7 +540,7 @@ void LatentStore::check_compatible(const StoreHeader& requested) const {
   std::string differences;
   for (size_t i = 0; i < stored.size(); ++i) {
     if (!compared_field(stored[i].first) || stored[i].second == wanted[i].second) continue;
-    differences += concat(differences.empty() ? "" : "; ", stored[i].first, ": stored ", stored[i].second,
+    differences += detail::concat(differences.empty() ? "" : "; ", stored[i].first, ": stored ", stored[i].second,
                           ", requested ", wanted[i].second);
   }
   CVX_CHECK_AS(ConfigError, differences.empty(), "latent store ", impl_->path.string(),
