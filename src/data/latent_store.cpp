@@ -313,7 +313,7 @@ struct LatentStore::Impl {
       if (create) {
         file = h5::file_id(CVX_H5(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access)));
       } else {
-        CVX_CHECK_AS(ConfigError, fs::exists(path), "the file does not exist");
+        CVX_CHECK_AS(ConfigError, fs::exists(path), "latent store ", path.string(), " does not exist");
         CVX_CHECK_AS(FormatError, H5Fis_hdf5(path.c_str()) > 0, "not an HDF5 file");
         file = h5::file_id(CVX_H5(H5Fopen(path.c_str(), read_only ? H5F_ACC_RDONLY : H5F_ACC_RDWR, access)));
       }
