@@ -120,6 +120,8 @@ TEST(LatentStoreMpi, ResumeSeesDoneFlags) {
     for (int64_t i = 4; i < kSamples; ++i) expected.push_back(i);
     EXPECT_EQ(store.pending_samples(), expected);
     EXPECT_TRUE(store.pending_prompts().empty());
+    // Every rank has read the flags before any rank writes more.
+    CVX_MPI(MPI_Barrier(MPI_COMM_WORLD));
     write_share(store, 4, kSamples);
   }
   expect_everything(cvx::LatentStore::open(path, MPI_COMM_WORLD));
