@@ -12,7 +12,8 @@
 //   /samples/id             [N] int64;  /samples/media_path [N] fixed-size string
 //   /samples/prompt_row     [N] int64;  /samples/frames [N] int32
 //   /samples/status         [N] uint8 (0 pending, 1 done, 2 bad);  /samples/reason [N] char[128]
-// Every data set has a "dtype" attribute where it is stored as 16-bit bf16 ("bfloat16") vs "float32".
+// The latent and embedding data sets carry a "dtype" attribute: "float32", or "bfloat16" (the 16-bit
+// pattern in uint16: HDF5 1.10 has no bf16 type); /header also holds "gzip_level".
 //
 // MPI: with a communicator of more than one rank the file is opened with the MPI-IO driver; create,
 // open, flush and close are collective, writes and reads are independent (each rank at its own pace).
@@ -25,7 +26,6 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
