@@ -3,6 +3,10 @@
 #include "cvx/core/checked_call.h"
 #include "cvx/core/error.h"
 
+extern "C" {
+#include <libavutil/pixdesc.h>
+}
+
 namespace cvx::av {
 
 DecodingInput open_decoding_input(const std::filesystem::path& file, const char* kind, int threads) {
@@ -36,8 +40,10 @@ torch::Tensor frame_to_rgb(const AVFrame& frame, Sws& sws, const std::filesystem
   // Same size in and out: the flags only choose the chroma upsampling filter.
   sws.reset(sws_getCachedContext(sws.release(), width, height, static_cast<AVPixelFormat>(frame.format), width, height,
                                  AV_PIX_FMT_RGB24, SWS_BICUBIC, nullptr, nullptr, nullptr));
-  CVX_CHECK_AS(FormatError, sws != nullptr, "unsupported pixel format ",
-               av_get_pix_fmt_name(static_cast<AVPixelFormat>(frame.format)), " in ", file.string());
+  if (sws == nullptr) {
+    const char* name = av_get_pix_fmt_name(static_cast<AVPixelFormat>(frame.format));
+    CVX_THROW_AS(FormatError, "unsupported pixel format ", name ? name : "(unknown)", " in ", file.string());
+  }
   auto image = torch::empty({height, width, 3}, torch::kUInt8);  // [H, W, 3]
   uint8_t* dst[1] = {image.data_ptr<uint8_t>()};
   const int dst_stride[1] = {3 * width};

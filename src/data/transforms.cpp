@@ -23,8 +23,8 @@ CropWindow crop_window(ResizeMode mode, int64_t height, int64_t width, int64_t o
                                 static_cast<double>(out_width) / static_cast<double>(width));
   CropWindow w;
   // Rounding may land one pixel short of the target on the covering axis; never below it.
-  w.scaled_height = std::max(out_height, std::llround(static_cast<double>(height) * scale));
-  w.scaled_width = std::max(out_width, std::llround(static_cast<double>(width) * scale));
+  w.scaled_height = std::max<int64_t>(out_height, std::llround(static_cast<double>(height) * scale));
+  w.scaled_width = std::max<int64_t>(out_width, std::llround(static_cast<double>(width) * scale));
   const int64_t slack_h = w.scaled_height - out_height, slack_w = w.scaled_width - out_width;
   if (mode == ResizeMode::center_crop) {
     w.top = slack_h / 2;
