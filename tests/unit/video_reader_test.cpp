@@ -74,7 +74,9 @@ TEST(VideoReader, DecodesEveryCodecAndContainer) {
 
 TEST(VideoReader, SolidColourDecodesToItsRgb) {
   const auto dir = cvx::test::scratch_dir("video_reader_colour");
-  const auto file = make_video(dir, "red.mp4", "color=c=red:size=97x61:rate=8", 3);  // odd size
+  // Odd sizes need 4:4:4 (4:2:0 halves the chroma planes); lavfi's own YUV sources round to even.
+  const auto file = make_video(dir, "red.mp4", "color=c=red:size=97x61:rate=8,format=rgb24", 3,
+                               "-c:v libx264 -pix_fmt yuv444p");
   const cvx::VideoReader reader(file);
   EXPECT_EQ(reader.info().width, 97);
   EXPECT_EQ(reader.info().height, 61);
