@@ -1,4 +1,4 @@
-// Ownership helpers for FFmpeg objects (private to src/data).
+// Ownership helpers for FFmpeg objects, and the decoding steps images and videos share (private to src/data).
 #pragma once
 extern "C" {
 #include <libavcodec/avcodec.h>
@@ -6,6 +6,9 @@ extern "C" {
 #include <libswscale/swscale.h>
 }
 
+#include <torch/torch.h>
+
+#include <filesystem>
 #include <memory>
 
 namespace cvx::av {
@@ -35,5 +38,22 @@ using Packet = std::unique_ptr<AVPacket, PacketDeleter>;
 using CodecContext = std::unique_ptr<AVCodecContext, CodecContextDeleter>;
 using Sws = std::unique_ptr<SwsContext, SwsDeleter>;
 using Input = std::unique_ptr<AVFormatContext, InputDeleter>;
+
+// A media file opened for decoding its best video stream.
+struct DecodingInput {
+  Input input;
+  CodecContext decoder;
+  int stream = -1;
+  AVStream* video_stream() const { return input->streams[stream]; }
+};
+
+// Opens `file` and a decoder for its best video stream; `kind` ("image", "video") words the
+// messages. threads: decoder threads, 0 lets FFmpeg choose. A missing file is a ConfigError;
+// anything FFmpeg cannot open, probe or decode is a FormatError naming the file and the reason.
+DecodingInput open_decoding_input(const std::filesystem::path& file, const char* kind, int threads = 1);
+
+// A decoded frame of any pixel format -> [H, W, 3] uint8 RGB. `sws` is reused across calls
+// (recreated when the frame's size or format changes).
+torch::Tensor frame_to_rgb(const AVFrame& frame, Sws& sws, const std::filesystem::path& file);
 
 }  // namespace cvx::av

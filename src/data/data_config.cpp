@@ -2,6 +2,8 @@
 
 #include <cstdlib>
 
+#include "cvx/data/frame_sampler.h"
+
 namespace cvx {
 
 std::string Resolution::to_string() const {
@@ -16,12 +18,7 @@ Resolution parse_resolution(const std::string& text) {
   const int n = std::sscanf(text.c_str(), "%lld%c%lld%c%lld%c", &f, &x1, &h, &x2, &w, &tail);
   CVX_CHECK_AS(ConfigError, n == 5 && (x1 == 'x' || x1 == 'X') && (x2 == 'x' || x2 == 'X') && f > 0 && h > 0 && w > 0,
                "train_resolution '", text, "' is not of the form FRAMESxHEIGHTxWIDTH, e.g. 49x480x720");
-  if ((f - 1) % 8 != 0) {
-    const long long lower = f < 9 ? 1 : (f - 1) / 8 * 8 + 1;
-    const long long upper = (f - 1) / 8 * 8 + 9;
-    CVX_THROW_AS(ConfigError, "train_resolution '", text, "': ", f, " frames is not 8N+1 (the VAE compresses 4 frames ",
-                 "after the first, and CogVideoX trains on 8N+1); nearest valid: ", lower, " or ", upper);
-  }
+  check_frame_count(f, "train_resolution '" + text + "'");
   for (auto [name, value] : {std::pair<const char*, long long>{"height", h}, {"width", w}}) {
     if (value % 16 != 0) {
       const long long lower = std::max(16LL, value / 16 * 16);

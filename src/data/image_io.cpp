@@ -8,44 +8,22 @@
 namespace cvx {
 
 torch::Tensor read_image(const std::filesystem::path& file) {
-  CVX_CHECK_AS(ConfigError, std::filesystem::exists(file), "image ", file.string(), " does not exist");
-  av::quiet_logging();
-  AVFormatContext* raw = nullptr;
-  const int rc = avformat_open_input(&raw, file.c_str(), nullptr, nullptr);
-  CVX_CHECK_AS(FormatError, rc >= 0, "cannot open image ", file.string(), ": ", av_error_string(rc));
-  av::Input input(raw);
-  CVX_CHECK_AS(FormatError, avformat_find_stream_info(input.get(), nullptr) >= 0, "cannot read image ", file.string());
-  const int index = av_find_best_stream(input.get(), AVMEDIA_TYPE_VIDEO, -1, -1, nullptr, 0);
-  CVX_CHECK_AS(FormatError, index >= 0, file.string(), " holds no image");
-  const AVCodecParameters* params = input->streams[index]->codecpar;
-  const AVCodec* codec = avcodec_find_decoder(params->codec_id);
-  CVX_CHECK_AS(FormatError, codec != nullptr, "no decoder for image ", file.string());
-  av::CodecContext dec(avcodec_alloc_context3(codec));
-  CVX_AV(avcodec_parameters_to_context(dec.get(), params));
-  CVX_AV(avcodec_open2(dec.get(), codec, nullptr));
-
+  auto in = av::open_decoding_input(file, "image");
   av::Packet packet(av_packet_alloc());
   av::Frame frame(av_frame_alloc());
   bool got = false;
-  while (!got && av_read_frame(input.get(), packet.get()) >= 0) {
-    if (packet->stream_index == index && avcodec_send_packet(dec.get(), packet.get()) >= 0)
-      got = avcodec_receive_frame(dec.get(), frame.get()) >= 0;
+  while (!got && av_read_frame(in.input.get(), packet.get()) >= 0) {
+    if (packet->stream_index == in.stream && avcodec_send_packet(in.decoder.get(), packet.get()) >= 0)
+      got = avcodec_receive_frame(in.decoder.get(), frame.get()) >= 0;
     av_packet_unref(packet.get());
   }
   if (!got) {  // decoders with delay give their frame on flush
-    avcodec_send_packet(dec.get(), nullptr);
-    got = avcodec_receive_frame(dec.get(), frame.get()) >= 0;
+    avcodec_send_packet(in.decoder.get(), nullptr);
+    got = avcodec_receive_frame(in.decoder.get(), frame.get()) >= 0;
   }
   CVX_CHECK_AS(FormatError, got, "cannot decode image ", file.string());
-  const int width = frame->width, height = frame->height;
-  auto image = torch::empty({height, width, 3}, torch::kUInt8);
-  av::Sws sws(sws_getContext(width, height, static_cast<AVPixelFormat>(frame->format), width, height,
-                             AV_PIX_FMT_RGB24, SWS_BICUBIC, nullptr, nullptr, nullptr));
-  CVX_CHECK_AS(FormatError, sws != nullptr, "unsupported pixel format in image ", file.string());
-  uint8_t* dst[1] = {image.data_ptr<uint8_t>()};
-  const int dst_stride[1] = {3 * width};
-  sws_scale(sws.get(), frame->data, frame->linesize, 0, height, dst, dst_stride);
-  return image;
+  av::Sws sws;
+  return av::frame_to_rgb(*frame, sws, file);  // [H, W, 3]
 }
 
 void write_png(const std::filesystem::path& file, const torch::Tensor& image_in) {

@@ -1,0 +1,54 @@
+#include "av_util.h"
+
+#include "cvx/core/checked_call.h"
+#include "cvx/core/error.h"
+
+extern "C" {
+#include <libavutil/pixdesc.h>
+}
+
+namespace cvx::av {
+
+DecodingInput open_decoding_input(const std::filesystem::path& file, const char* kind, int threads) {
+  CVX_CHECK_AS(ConfigError, std::filesystem::exists(file), kind, " ", file.string(), " does not exist");
+  quiet_logging();
+  DecodingInput in;
+  AVFormatContext* raw = nullptr;
+  const int rc = avformat_open_input(&raw, file.c_str(), nullptr, nullptr);
+  CVX_CHECK_AS(FormatError, rc >= 0, "cannot open ", kind, " ", file.string(), ": ", av_error_string(rc));
+  in.input.reset(raw);
+  const int info_rc = avformat_find_stream_info(in.input.get(), nullptr);
+  CVX_CHECK_AS(FormatError, info_rc >= 0, "cannot read ", kind, " ", file.string(), ": ", av_error_string(info_rc));
+  in.stream = av_find_best_stream(in.input.get(), AVMEDIA_TYPE_VIDEO, -1, -1, nullptr, 0);
+  CVX_CHECK_AS(FormatError, in.stream >= 0, file.string(), " holds no ", kind, " (no video stream)");
+  const AVCodecParameters* params = in.video_stream()->codecpar;
+  const AVCodec* codec = avcodec_find_decoder(params->codec_id);
+  CVX_CHECK_AS(FormatError, codec != nullptr, "no decoder for ", kind, " ", file.string(), " (codec ",
+               avcodec_get_name(params->codec_id), "; install an FFmpeg built with one)");
+  in.decoder.reset(avcodec_alloc_context3(codec));
+  CVX_AV(avcodec_parameters_to_context(in.decoder.get(), params));
+  in.decoder->thread_count = threads;
+  in.decoder->thread_type = FF_THREAD_FRAME | FF_THREAD_SLICE;
+  const int open_rc = avcodec_open2(in.decoder.get(), codec, nullptr);
+  CVX_CHECK_AS(FormatError, open_rc >= 0, "cannot open the ", avcodec_get_name(params->codec_id), " decoder for ", kind,
+               " ", file.string(), ": ", av_error_string(open_rc));
+  return in;
+}
+
+torch::Tensor frame_to_rgb(const AVFrame& frame, Sws& sws, const std::filesystem::path& file) {
+  const int width = frame.width, height = frame.height;
+  // Same size in and out: the flags only choose the chroma upsampling filter.
+  sws.reset(sws_getCachedContext(sws.release(), width, height, static_cast<AVPixelFormat>(frame.format), width, height,
+                                 AV_PIX_FMT_RGB24, SWS_BICUBIC, nullptr, nullptr, nullptr));
+  if (sws == nullptr) {
+    const char* name = av_get_pix_fmt_name(static_cast<AVPixelFormat>(frame.format));
+    CVX_THROW_AS(FormatError, "unsupported pixel format ", name ? name : "(unknown)", " in ", file.string());
+  }
+  auto image = torch::empty({height, width, 3}, torch::kUInt8);  // [H, W, 3]
+  uint8_t* dst[1] = {image.data_ptr<uint8_t>()};
+  const int dst_stride[1] = {3 * width};
+  sws_scale(sws.get(), frame.data, frame.linesize, 0, height, dst, dst_stride);
+  return image;
+}
+
+}  // namespace cvx::av
