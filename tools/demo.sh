@@ -2,10 +2,10 @@
 # The main job end to end on the built-in tiny default (configs/tiny.ini): synthetic videos,
 # tiny model, 2 MPI ranks. Installs packages (apt) and builds first.
 #
-# Today this runs what exists: a tiny random model folder (cvx_make_tiny), dataset checks and
-# shard planning (cvx_precompute --dry_run), the training set-up (cvx_train --dry_run: resolved
-# config, run folder, logs), cvx_inspect of the model and cvx_generate rendering the prompts on 2
-# ranks. Encoding and the training loop join as their issues land.
+# Today this runs what exists: a tiny random model folder (cvx_make_tiny), the latent precompute
+# into one HDF5 store on 2 ranks (cvx_precompute) and its inspection, the training set-up
+# (cvx_train --dry_run: resolved config, run folder, logs; the training loop is not in yet) and
+# cvx_generate rendering the prompts on 2 ranks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install_deps.sh
@@ -16,9 +16,10 @@ mpirun_flags=(--oversubscribe)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 rm -rf demo && mkdir -p demo
-tools/make_synthetic_dataset.sh demo/data 4 128x96 17
 "$build/cvx_make_tiny" demo/tiny-model --variant 5b
-mpirun "${mpirun_flags[@]}" -np 2 "$build/cvx_precompute" --config configs/tiny.ini --dry_run
+tools/make_synthetic_dataset.sh demo/data 4 128x96 17
+mpirun "${mpirun_flags[@]}" -np 2 "$build/cvx_precompute" --config configs/tiny.ini
+"$build/cvx_inspect" demo/store.h5
 mpirun "${mpirun_flags[@]}" -np 2 "$build/cvx_train" --config configs/tiny.ini --dry_run
 "$build/cvx_inspect" demo/tiny-model > demo/inspect.txt && head -n 12 demo/inspect.txt
 mpirun "${mpirun_flags[@]}" -np 2 "$build/cvx_generate" --model_path demo/tiny-model --prompt_file demo/data/prompts.txt \

@@ -1,12 +1,50 @@
 #include "cvx/precompute/precompute_job.h"
 
+#include <chrono>
+#include <cstdlib>
 #include <filesystem>
+#include <iomanip>
+#include <map>
+#include <random>
+#include <sstream>
 
+#include "cvx/core/checked_call.h"
 #include "cvx/core/log.h"
 #include "cvx/data/dataset_lists.h"
+#include "cvx/data/frame_sampler.h"
+#include "cvx/data/image_io.h"
+#include "cvx/data/latent_store.h"
+#include "cvx/data/transforms.h"
+#include "cvx/data/video_reader.h"
+#include "cvx/io/json_file.h"
+#include "cvx/io/model_folder.h"
+#include "cvx/model/prompt_encoder.h"
+#include "cvx/model/transformer_config.h"
+#include "cvx/model/vae.h"
 #include "cvx/precompute/shard_plan.h"
 
 namespace cvx {
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string hex(uint64_t value) {
+  std::ostringstream os;
+  os << std::hex << std::setw(16) << std::setfill('0') << value;
+  return os.str();
+}
+
+// Identifies the encoders: a store made with other VAE / T5 weights' configs is refused.
+std::string model_fingerprint(const fs::path& model) {
+  std::string text;
+  for (const char* part : {"vae/config.json", "text_encoder/config.json", "tokenizer/tokenizer_config.json"})
+    if (fs::exists(model / part)) text += read_json_file(model / part).dump();
+  return hex(prompt_hash(text));
+}
+
+StoreDtype store_dtype(const std::string& name) { return name == "bf16" ? StoreDtype::kBFloat16 : StoreDtype::kFloat32; }
+
+}  // namespace
 
 int run_precompute(const AppContext& ctx, const ModelConfig& model, const DataConfig& data,
                    const PrecomputeConfig& config) {
@@ -14,27 +52,191 @@ int run_precompute(const AppContext& ctx, const ModelConfig& model, const DataCo
                data.lists.caption_column, " and ", data.lists.video_column);
   CVX_CHECK_AS(ConfigError, !data.store.empty(), "[data] store is required: the HDF5 file to write the latents to");
   const Resolution resolution = data.resolution();
+  const FrameSampling sampling = parse_frame_sampling(data.frame_sampling);
+  const ResizeMode resize = parse_resize_mode(data.resize_mode);
   // Every rank reads the (small) lists; the checks are deterministic, so all ranks agree.
   const DatasetLists lists = load_dataset_lists(data.lists);
   std::vector<uint64_t> costs;
-  for (const auto& e : lists.entries) costs.push_back(std::filesystem::file_size(e.video));
-  const auto plan = balance_samples(costs, ctx.mpi->size);
+  for (const auto& e : lists.entries) costs.push_back(fs::file_size(e.video));
   CVX_INFO << "dataset " << lists.data_root.string() << ": " << lists.entries.size() << " samples"
            << (lists.images_file.empty() ? "" : " with images") << ", " << lists.warnings.size() << " warning(s); clips "
            << resolution.to_string() << ", sampling " << data.frame_sampling << ", " << data.resize_mode << "; store "
            << data.store;
-  for (int r = 0; r < ctx.mpi->size; ++r) {
-    uint64_t bytes = 0;
-    for (size_t i : plan[r]) bytes += costs[i];
-    CVX_INFO << "  rank " << r << ": " << plan[r].size() << " samples, " << bytes / 1024 << " KiB of video";
-  }
-  if (!std::filesystem::exists(model.path)) CVX_WARN << "model folder " << model.path << " does not exist";
   if (config.dry_run) {
+    const auto plan = balance_samples(costs, ctx.mpi->size);
+    for (int r = 0; r < ctx.mpi->size; ++r) {
+      uint64_t bytes = 0;
+      for (size_t i : plan[r]) bytes += costs[i];
+      CVX_INFO << "  rank " << r << ": " << plan[r].size() << " samples, " << bytes / 1024 << " KiB of video";
+    }
+    if (!fs::exists(model.path)) CVX_WARN << "model folder " << model.path << " does not exist";
     CVX_INFO << "dry run: dataset checked and shards planned, nothing encoded";
     return 0;
   }
-  CVX_THROW_AS(Error, "encoding into the latent store is not part of this build yet; run with --dry_run to check the "
-                      "dataset and the plan");
+
+  // ---- models (every rank: each encodes its own share)
+  const fs::path model_path = model.path;
+  const auto transformer_config = TransformerConfig::from_json(
+      read_json_file(model_path / "transformer" / "config.json"), (model_path / "transformer" / "config.json").string());
+  const bool i2v = transformer_config.is_i2v();
+  const bool cuda = torch::cuda::is_available();
+  const torch::Device device = cuda ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(
+                                                                      ctx.mpi->local_rank % static_cast<int>(torch::cuda::device_count())))
+                                    : torch::Device(torch::kCPU);
+  // fp32 on CPUs (no fast bf16 convolutions there); the VAE stays fp32 on GPUs too for exact moments.
+  auto vae = load_vae(model_path / "vae", torch::kFloat32);
+  vae->to(device);
+  vae->eval();
+  if (cuda) vae->enable_tiling();
+  auto prompts_encoder = PromptEncoder::load(model_path, cuda ? torch::kBFloat16 : torch::kFloat32);
+  prompts_encoder.encoder()->to(device);
+  prompts_encoder.set_batch_size(config.text_batch_size);
+
+  // ---- store: header, samples, deduplicated prompts
+  StoreHeader header;
+  header.model_path = fs::weakly_canonical(model_path).string();
+  header.model_fingerprint = model_fingerprint(model_path);
+  header.variant = transformer_config.variant();
+  header.frames = resolution.frames;
+  header.height = resolution.height;
+  header.width = resolution.width;
+  header.latent_shape = {vae->config.latent_channels, (resolution.frames - 1) / vae->config.temporal_compression_ratio + 1,
+                         resolution.height / vae->config.spatial_compression_ratio(),
+                         resolution.width / vae->config.spatial_compression_ratio()};
+  header.frame_sampling = data.frame_sampling;
+  header.resize_mode = data.resize_mode;
+  header.vae_scaling_factor = vae->config.scaling_factor;
+  header.invert_scale_latents = vae->config.invert_scale_latents;
+  header.max_text_length = 226;
+  header.text_embed_dim = prompts_encoder.encoder()->config.d_model;
+
+  std::vector<std::string> prompt_texts;
+  std::map<std::string, int64_t> prompt_rows;
+  std::vector<SampleEntry> samples;
+  for (const auto& e : lists.entries) {
+    auto [it, added] = prompt_rows.emplace(e.prompt, static_cast<int64_t>(prompt_texts.size()));
+    if (added) prompt_texts.push_back(e.prompt);
+    SampleEntry s;
+    s.id = static_cast<int64_t>(e.index);
+    s.media_path = e.video_relative;
+    s.prompt_row = it->second;
+    samples.push_back(s);
+  }
+  LatentStoreOptions store_options;
+  store_options.latent_dtype = store_dtype(config.latent_dtype);
+  store_options.embedding_dtype = store_dtype(config.embedding_dtype);
+  store_options.image_latents = i2v;
+
+  const bool exists = fs::exists(data.store);
+  std::optional<LatentStore> store;
+  if (exists && !config.overwrite) {
+    store.emplace(LatentStore::open(data.store, ctx.mpi->world, /*read_only=*/false));
+    store->check_compatible(header);
+    CVX_CHECK_AS(ConfigError, store->num_samples() == static_cast<int64_t>(samples.size()), "store ", data.store,
+                 " holds ", store->num_samples(), " samples but the dataset has ", samples.size(),
+                 "; use --overwrite or a new store path");
+  } else {
+    if (exists && ctx.mpi->rank == 0) fs::remove(data.store);
+    CVX_MPI(MPI_Barrier(ctx.mpi->world));
+    store.emplace(LatentStore::create(data.store, header, samples, prompt_texts, store_options, ctx.mpi->world));
+  }
+
+  // ---- prompts: the pending ones, round-robin over the ranks
+  const auto pending_prompts = store->pending_prompts();
+  std::vector<int64_t> my_prompts;
+  for (size_t k = 0; k < pending_prompts.size(); ++k)
+    if (static_cast<int>(k % ctx.mpi->size) == ctx.mpi->rank) my_prompts.push_back(pending_prompts[k]);
+  for (size_t start = 0; start < my_prompts.size(); start += config.text_batch_size) {
+    std::vector<std::string> batch;
+    const size_t end = std::min(my_prompts.size(), start + static_cast<size_t>(config.text_batch_size));
+    for (size_t k = start; k < end; ++k) batch.push_back(prompt_texts[my_prompts[k]]);
+    const auto embeddings = prompts_encoder.encode(batch).to(torch::kCPU, torch::kFloat32);
+    for (size_t k = start; k < end; ++k) store->write_prompt(my_prompts[k], embeddings[k - start]);
+  }
+
+  // ---- samples: the pending ones, balanced by file size over the ranks
+  const auto pending = store->pending_samples();
+  std::vector<uint64_t> pending_costs;
+  for (int64_t i : pending) pending_costs.push_back(costs[i]);
+  const auto plan = balance_samples(pending_costs, ctx.mpi->size);
+  std::vector<int64_t> mine;
+  for (size_t k : plan[ctx.mpi->rank]) mine.push_back(pending[k]);
+  const int64_t total = static_cast<int64_t>(samples.size());
+  const int64_t already = total - static_cast<int64_t>(pending.size());
+  CVX_INFO << pending.size() << " of " << total << " samples to encode (" << already << " done before), "
+           << pending_prompts.size() << " prompts";
+  const double target_fps = config.fps > 0 ? config.fps : (transformer_config.patch_size_t ? 16.0 : 8.0);
+  std::mt19937_64 crop_rng(static_cast<uint64_t>(ctx.mpi->rank) * 7919 + 17);
+  VideoReaderOptions reader_options;
+  reader_options.threads = static_cast<int>(config.decode_threads);
+
+  int64_t local_done = 0, local_bad = 0;
+  const auto start = std::chrono::steady_clock::now();
+  auto last_report = start;
+  // Rounds of one sample per rank, so rank 0 can report progress aggregated over all ranks.
+  for (size_t round = 0;; ++round) {
+    if (round < mine.size()) {
+      const int64_t i = mine[round];
+      const auto& entry = lists.entries[i];
+      torch::Tensor frames;  // [F, H, W, 3]
+      int64_t decoded_frames = 0;
+      try {
+        // Only reading the clip may fail for a bad sample; failures past this point are the job's.
+        VideoReader reader(entry.video, reader_options);
+        CVX_CHECK_AS(FormatError, reader.frame_count() > 0, entry.video.string(), ": no decodable frames");
+        const auto indices = sample_frame_indices(sampling, reader.frame_count(), resolution.frames,
+                                                  reader.timestamps(), target_fps);
+        frames = reader.frames(indices);
+        decoded_frames = reader.frame_count();
+      } catch (const Error& e) {
+        if (config.on_bad_sample == "fail") throw;
+        CVX_ERROR << "skipping sample " << i << " (" << entry.video.string() << "): " << e.message();
+        store->mark_bad(i, e.message());
+        ++local_bad;
+      }
+      if (frames.defined()) {
+        torch::NoGradGuard no_grad;
+        const auto video = to_vae_input(frames, resolution.height, resolution.width, resize, &crop_rng).to(device);
+        const auto moments = vae->encode_moments(video)[0].to(torch::kCPU);  // [2C, F', H', W']
+        torch::Tensor image_moments;
+        if (i2v) {
+          // The first-frame image: images.txt when given, else the first sampled frame.
+          const auto image = entry.image ? read_image(*entry.image).unsqueeze(0) : frames.narrow(0, 0, 1);
+          const auto input = to_vae_input(image, resolution.height, resolution.width, ResizeMode::resize).to(device);
+          image_moments = vae->encode_moments(input)[0].to(torch::kCPU);
+        }
+        store->write_sample(i, moments, image_moments);
+        store->mark_done(i, static_cast<int32_t>(decoded_frames));
+        ++local_done;
+        // Test hook: a rank dying mid-run (as if killed) after this many samples.
+        if (const char* abort_after = std::getenv("CVX_PRECOMPUTE_DIE_AFTER");
+            abort_after != nullptr && ctx.mpi->rank == ctx.mpi->size - 1 && local_done >= std::atoll(abort_after))
+          std::_Exit(9);
+      }
+    }
+    int64_t local[3] = {local_done, local_bad, static_cast<int64_t>(round + 1 < mine.size() ? 1 : 0)};
+    int64_t global[3] = {0, 0, 0};
+    CVX_MPI(MPI_Allreduce(local, global, 3, MPI_INT64_T, MPI_SUM, ctx.mpi->world));
+    const auto now = std::chrono::steady_clock::now();
+    const double elapsed = std::chrono::duration<double>(now - start).count();
+    const bool finished = global[2] == 0;
+    if (finished || std::chrono::duration<double>(now - last_report).count() > 10) {
+      last_report = now;
+      const int64_t processed = global[0] + global[1];
+      const double rate = elapsed > 0 ? processed / elapsed : 0;
+      const double eta = rate > 0 ? (static_cast<double>(pending.size()) - processed) / rate : 0;
+      CVX_INFO << "precompute: " << already + global[0] << "/" << total << " done, " << global[1] << " bad, "
+               << std::setprecision(3) << rate << " videos/s, ETA " << eta << " s";
+    }
+    if (finished) {
+      store->flush();
+      CVX_INFO << "precompute finished: " << global[0] << " encoded now, " << already << " before, " << global[1]
+               << " skipped as bad, " << pending_prompts.size() << " prompts, store " << data.store;
+      break;
+    }
+  }
+  store->close();
+  return 0;
 }
 
 }  // namespace cvx

@@ -1,0 +1,113 @@
+// cvx_precompute under mpirun on a synthetic dataset (FFmpeg-made clips, one corrupt) and a tiny
+// model: one store with every sample once, latents equal to a single-process encode, deduplicated
+// prompts, resume after a rank dies, refusal of a mismatched store.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <set>
+
+#include "cvx/data/frame_sampler.h"
+#include "cvx/data/latent_store.h"
+#include "cvx/data/transforms.h"
+#include "cvx/data/video_reader.h"
+#include "cvx/model/vae.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using cvx::test::built_program;
+using cvx::test::run_command;
+
+namespace {
+std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
+
+const char* kMpirun = "mpirun --oversubscribe --allow-run-as-root";
+
+// 5 clips (two share a prompt) + 1 corrupt file, and a tiny 5b model.
+fs::path make_setup(const std::string& name) {
+  const auto dir = cvx::test::scratch_dir(name);
+  std::string out;
+  EXPECT_EQ(run_command(q(built_program("cvx_make_tiny")) + " " + q(dir / "model") + " --variant 5b", &out), 0) << out;
+  EXPECT_EQ(run_command("bash " + q(fs::path(CVX_SOURCE_DIR) / "tools" / "make_synthetic_dataset.sh") + " " +
+                            q(dir / "data") + " 5 128x96 17",
+                        &out),
+            0)
+      << out;
+  std::ofstream(dir / "data" / "videos" / "broken.mp4") << "not a video at all";
+  std::ofstream(dir / "data" / "videos.txt", std::ios::app) << "videos/broken.mp4\n";
+  std::ofstream(dir / "data" / "prompts.txt", std::ios::app) << "a test pattern with a moving clock, clip 0\n";
+  return dir;
+}
+
+std::string precompute(const fs::path& dir, int ranks, const std::string& extra = "", const std::string& env = "") {
+  std::string out;
+  const std::string command = env + " " + kMpirun + " -np " + std::to_string(ranks) + " " +
+                              q(built_program("cvx_precompute")) + " --model.path " + q(dir / "model") +
+                              " --data_root " + q(dir / "data") + " --store " + q(dir / "store.h5") +
+                              " --train_resolution 9x64x96 " + extra;
+  const int rc = run_command(command, &out);
+  return std::to_string(rc) + "\n" + out;
+}
+}  // namespace
+
+TEST(PrecomputeE2E, FourRanksWriteOneStoreEqualToASingleProcessEncode) {
+  const auto dir = make_setup("precompute_np4");
+  const std::string out = precompute(dir, 4);
+  ASSERT_EQ(out.rfind("0\n", 0), 0u) << out;
+  EXPECT_NE(out.find("skipping sample 5"), std::string::npos) << "the corrupt clip is reported: " << out;
+
+  auto store = cvx::LatentStore::open(dir / "store.h5", MPI_COMM_SELF);
+  const auto index = store.index();
+  ASSERT_EQ(index.size(), 6u);
+  std::set<int64_t> ids;
+  for (const auto& s : index) ids.insert(s.id);
+  EXPECT_EQ(ids.size(), 6u) << "every sample once";
+  for (size_t i = 0; i < 5; ++i) EXPECT_EQ(index[i].status, cvx::SampleStatus::kDone) << i;
+  EXPECT_EQ(index[5].status, cvx::SampleStatus::kBad);
+  EXPECT_EQ(store.num_prompts(), 5) << "the repeated prompt is stored once";
+  EXPECT_EQ(index[5].prompt_row, index[0].prompt_row);
+  EXPECT_TRUE(store.pending_prompts().empty());
+
+  // A single-process encode of the same clip gives the same moments, bit for bit (fp32).
+  auto vae = cvx::load_vae(dir / "model" / "vae");
+  vae->eval();
+  for (int64_t i : {0, 3}) {
+    cvx::VideoReader reader(dir / "data" / index[i].media_path);
+    const auto idx = cvx::sample_frame_indices(cvx::FrameSampling::stride, reader.frame_count(), 9);
+    const auto video = cvx::to_vae_input(reader.frames(idx), 64, 96, cvx::ResizeMode::resize);
+    torch::NoGradGuard no_grad;
+    EXPECT_TRUE(torch::equal(vae->encode_moments(video)[0], store.read_moments(i))) << "sample " << i;
+  }
+  std::string inspect;
+  EXPECT_EQ(run_command(q(built_program("cvx_inspect")) + " " + q(dir / "store.h5"), &inspect), 0) << inspect;
+  EXPECT_NE(inspect.find("5 done, 1 bad, 0 pending"), std::string::npos) << inspect;
+}
+
+TEST(PrecomputeE2E, ResumesAfterARankDiesAndRefusesAMismatchedStore) {
+  const auto dir = make_setup("precompute_resume");
+  // The last rank dies after its first sample, which aborts the job.
+  const std::string killed = precompute(dir, 2, "", "CVX_PRECOMPUTE_DIE_AFTER=1");
+  EXPECT_NE(killed.rfind("0\n", 0), 0u) << "the job must fail: " << killed;
+  int64_t done_before = 0;
+  {
+    auto store = cvx::LatentStore::open(dir / "store.h5", MPI_COMM_SELF);
+    for (const auto& s : store.index()) done_before += s.status == cvx::SampleStatus::kDone;
+  }
+  ASSERT_GT(done_before, 0);
+  ASSERT_LT(done_before, 5);
+  const std::string resumed = precompute(dir, 2);
+  ASSERT_EQ(resumed.rfind("0\n", 0), 0u) << resumed;
+  EXPECT_NE(resumed.find("(" + std::to_string(done_before) + " done before)"), std::string::npos) << resumed;
+  {
+    auto store = cvx::LatentStore::open(dir / "store.h5", MPI_COMM_SELF);
+    int64_t done = 0;
+    for (const auto& s : store.index()) done += s.status == cvx::SampleStatus::kDone;
+    EXPECT_EQ(done, 5);
+  }
+  // Another resolution: refused, naming what differs and how to proceed.
+  const std::string refused = precompute(dir, 2, "--train_resolution 17x64x96");
+  EXPECT_NE(refused.rfind("0\n", 0), 0u) << refused;
+  EXPECT_NE(refused.find("frames"), std::string::npos) << refused;
+  EXPECT_NE(refused.find("--overwrite"), std::string::npos) << refused;
+  const std::string overwritten = precompute(dir, 2, "--train_resolution 17x64x96 --overwrite");
+  EXPECT_EQ(overwritten.rfind("0\n", 0), 0u) << overwritten;
+}
