@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <future>
 #include <iomanip>
 #include <map>
 #include <random>
@@ -170,6 +171,29 @@ int run_precompute(const AppContext& ctx, const ModelConfig& model, const DataCo
   VideoReaderOptions reader_options;
   reader_options.threads = static_cast<int>(config.decode_threads);
 
+  // Decoding runs one sample ahead on a worker thread, overlapping the VAE encode of the current one.
+  struct Decoded {
+    torch::Tensor frames;  // [F, H, W, 3] uint8
+    int64_t decoded_frames = 0;
+    std::string error;  // why the clip is unusable
+  };
+  auto decode = [&](int64_t i) {
+    Decoded d;
+    try {
+      VideoReader reader(lists.entries[i].video, reader_options);
+      CVX_CHECK_AS(FormatError, reader.frame_count() > 0, lists.entries[i].video.string(), ": no decodable frames");
+      const auto indices =
+          sample_frame_indices(sampling, reader.frame_count(), resolution.frames, reader.timestamps(), target_fps);
+      d.frames = reader.frames(indices);
+      d.decoded_frames = reader.frame_count();
+    } catch (const Error& e) {
+      d.error = e.message();
+    }
+    return d;
+  };
+  std::future<Decoded> next;
+  if (!mine.empty()) next = std::async(std::launch::async, decode, mine[0]);
+
   int64_t local_done = 0, local_bad = 0;
   const auto start = std::chrono::steady_clock::now();
   auto last_report = start;
@@ -178,39 +202,31 @@ int run_precompute(const AppContext& ctx, const ModelConfig& model, const DataCo
     if (round < mine.size()) {
       const int64_t i = mine[round];
       const auto& entry = lists.entries[i];
-      torch::Tensor frames;  // [F, H, W, 3]
-      int64_t decoded_frames = 0;
-      try {
-        // Only reading the clip may fail for a bad sample; failures past this point are the job's.
-        VideoReader reader(entry.video, reader_options);
-        CVX_CHECK_AS(FormatError, reader.frame_count() > 0, entry.video.string(), ": no decodable frames");
-        const auto indices = sample_frame_indices(sampling, reader.frame_count(), resolution.frames,
-                                                  reader.timestamps(), target_fps);
-        frames = reader.frames(indices);
-        decoded_frames = reader.frame_count();
-      } catch (const Error& e) {
-        if (config.on_bad_sample == "fail") throw;
-        CVX_ERROR << "skipping sample " << i << " (" << entry.video.string() << "): " << e.message();
-        store->mark_bad(i, e.message());
+      Decoded d = next.get();
+      if (round + 1 < mine.size()) next = std::async(std::launch::async, decode, mine[round + 1]);
+      if (!d.error.empty()) {
+        CVX_CHECK_AS(FormatError, config.on_bad_sample != "fail", "sample ", i, ": ", d.error,
+                     " (on_bad_sample = fail; use skip to leave it out)");
+        CVX_ERROR << "skipping sample " << i << " (" << entry.video.string() << "): " << d.error;
+        store->mark_bad(i, d.error);
         ++local_bad;
-      }
-      if (frames.defined()) {
+      } else {
         torch::NoGradGuard no_grad;
-        const auto video = to_vae_input(frames, resolution.height, resolution.width, resize, &crop_rng).to(device);
+        const auto video = to_vae_input(d.frames, resolution.height, resolution.width, resize, &crop_rng).to(device);
         const auto moments = vae->encode_moments(video)[0].to(torch::kCPU);  // [2C, F', H', W']
         torch::Tensor image_moments;
         if (i2v) {
           // The first-frame image: images.txt when given, else the first sampled frame.
-          const auto image = entry.image ? read_image(*entry.image).unsqueeze(0) : frames.narrow(0, 0, 1);
+          const auto image = entry.image ? read_image(*entry.image).unsqueeze(0) : d.frames.narrow(0, 0, 1);
           const auto input = to_vae_input(image, resolution.height, resolution.width, ResizeMode::resize).to(device);
           image_moments = vae->encode_moments(input)[0].to(torch::kCPU);
         }
         store->write_sample(i, moments, image_moments);
-        store->mark_done(i, static_cast<int32_t>(decoded_frames));
+        store->mark_done(i, static_cast<int32_t>(d.decoded_frames));
         ++local_done;
         // Test hook: a rank dying mid-run (as if killed) after this many samples.
-        if (const char* abort_after = std::getenv("CVX_PRECOMPUTE_DIE_AFTER");
-            abort_after != nullptr && ctx.mpi->rank == ctx.mpi->size - 1 && local_done >= std::atoll(abort_after))
+        if (const char* die_after = std::getenv("CVX_PRECOMPUTE_DIE_AFTER");
+            die_after != nullptr && ctx.mpi->rank == ctx.mpi->size - 1 && local_done >= std::atoll(die_after))
           std::_Exit(9);
       }
     }
