@@ -306,6 +306,9 @@ struct LatentStore::Impl {
     const h5::Id access = h5::plist_id(CVX_H5(H5Pcreate(H5P_FILE_ACCESS)));
     if (parallel) {
       CVX_H5(H5Pset_fapl_mpio(access, comm, MPI_INFO_NULL));
+      // No sieve buffer: a rank's buffered copy of a block of small flags would be written back
+      // over the flags other ranks set in the meantime.
+      CVX_H5(H5Pset_sieve_buf_size(access, 0));
       transfer = h5::plist_id(CVX_H5(H5Pcreate(H5P_DATASET_XFER)));
       CVX_H5(H5Pset_dxpl_mpio(transfer, H5FD_MPIO_INDEPENDENT));
     }
@@ -571,6 +574,13 @@ void LatentStore::write_prompt(int64_t p, const torch::Tensor& embedding) {
   st.write_tensor(st.embeddings, "/prompts/embeddings", st.options.embedding_dtype, p, embedding,
                   {st.header.max_text_length, st.header.text_embed_dim});
   st.flush_local();
+  st.write_scalar(st.prompt_status, "/prompts/status", H5T_NATIVE_UINT8, p, uint8_t{1});
+}
+
+void LatentStore::mark_prompt_done(int64_t p) {
+  Impl& st = *impl_;
+  st.require_writable();
+  st.check_row(p, st.prompts, "prompt");
   st.write_scalar(st.prompt_status, "/prompts/status", H5T_NATIVE_UINT8, p, uint8_t{1});
 }
 

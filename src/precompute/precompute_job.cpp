@@ -194,6 +194,34 @@ int run_precompute(const AppContext& ctx, const ModelConfig& model, const DataCo
   std::future<Decoded> next;
   if (!mine.empty()) next = std::async(std::launch::async, decode, mine[0]);
 
+  // What each rank did, to settle the status flags at the end: small independent writes of
+  // neighbouring flags from several ranks were seen to lose updates on a shared file (OpenMPI 4.1
+  // OMPIO + HDF5 1.10), so rank 0 rewrites every flag of this run once everyone is done. Flags set
+  // during the run still serve resume after a crash; a lost one only means re-encoding a sample.
+  std::vector<int32_t> sample_result(samples.size(), 0), sample_frames(samples.size(), 0);
+  std::vector<int32_t> prompt_result(prompt_texts.size(), 0);
+  for (int64_t p : my_prompts) prompt_result[p] = 1;
+  auto reconcile_flags = [&] {
+    CVX_MPI(MPI_Allreduce(MPI_IN_PLACE, sample_result.data(), static_cast<int>(sample_result.size()), MPI_INT32_T,
+                          MPI_MAX, ctx.mpi->world));
+    CVX_MPI(MPI_Allreduce(MPI_IN_PLACE, sample_frames.data(), static_cast<int>(sample_frames.size()), MPI_INT32_T,
+                          MPI_MAX, ctx.mpi->world));
+    CVX_MPI(MPI_Allreduce(MPI_IN_PLACE, prompt_result.data(), static_cast<int>(prompt_result.size()), MPI_INT32_T,
+                          MPI_MAX, ctx.mpi->world));
+    store->flush();
+    // Rank 0 alone rewrites every flag this run set, after all other writes have landed.
+    if (ctx.mpi->rank == 0) {
+      for (size_t p = 0; p < prompt_result.size(); ++p)
+        if (prompt_result[p]) store->mark_prompt_done(static_cast<int64_t>(p));
+      const auto index = store->index();  // keeps the reasons of bad samples whose flag survived
+      for (size_t i = 0; i < sample_result.size(); ++i) {
+        if (sample_result[i] == 1) store->mark_done(static_cast<int64_t>(i), sample_frames[i]);
+        if (sample_result[i] == 2 && index[i].status != SampleStatus::kBad)
+          store->mark_bad(static_cast<int64_t>(i), "unreadable clip (see the job log)");
+      }
+    }
+    store->flush();
+  };
   int64_t local_done = 0, local_bad = 0;
   const auto start = std::chrono::steady_clock::now();
   auto last_report = start;
@@ -209,6 +237,7 @@ int run_precompute(const AppContext& ctx, const ModelConfig& model, const DataCo
                      " (on_bad_sample = fail; use skip to leave it out)");
         CVX_ERROR << "skipping sample " << i << " (" << entry.video.string() << "): " << d.error;
         store->mark_bad(i, d.error);
+        sample_result[i] = 2;
         ++local_bad;
       } else {
         torch::NoGradGuard no_grad;
@@ -223,6 +252,8 @@ int run_precompute(const AppContext& ctx, const ModelConfig& model, const DataCo
         }
         store->write_sample(i, moments, image_moments);
         store->mark_done(i, static_cast<int32_t>(d.decoded_frames));
+        sample_result[i] = 1;
+        sample_frames[i] = static_cast<int32_t>(d.decoded_frames);
         ++local_done;
         // Test hook: a rank dying mid-run (as if killed) after this many samples.
         if (const char* die_after = std::getenv("CVX_PRECOMPUTE_DIE_AFTER");
@@ -245,7 +276,7 @@ int run_precompute(const AppContext& ctx, const ModelConfig& model, const DataCo
                << std::setprecision(3) << rate << " videos/s, ETA " << eta << " s";
     }
     if (finished) {
-      store->flush();
+      reconcile_flags();
       CVX_INFO << "precompute finished: " << global[0] << " encoded now, " << already << " before, " << global[1]
                << " skipped as bad, " << pending_prompts.size() << " prompts, store " << data.store;
       break;

@@ -125,6 +125,8 @@ class LatentStore {
   // Rows still to do, read from the file (call flush() first to see other ranks' fresh writes).
   std::vector<int64_t> pending_samples() const;
   std::vector<int64_t> pending_prompts() const;
+  // Sets the done flag of prompt `p` without touching its embedding (used to repair flags).
+  void mark_prompt_done(int64_t p);
 
   // Reads, as stored: float32 or bf16 tensors.
   torch::Tensor read_moments(int64_t i) const;        // [2C, F', H', W']
