@@ -16,6 +16,9 @@ std::filesystem::path scratch_dir(const std::string& name);
 // Path of a program built by this project (e.g. "cvx_inspect").
 std::filesystem::path built_program(const std::string& name);
 
+// `path` single-quoted for a shell command line.
+inline std::string shell_quote(const std::filesystem::path& path) { return "'" + path.string() + "'"; }
+
 // Runs a shell command, returns its exit code; stdout+stderr go to *output when given.
 int run_command(const std::string& command, std::string* output = nullptr);
 

@@ -25,6 +25,12 @@ std::string first_line(const std::string& text) {
 }
 }  // namespace
 
+torch::Device rank_device(const MpiWorld& mpi) {
+  if (!torch::cuda::is_available()) return torch::kCPU;
+  const int gpus = static_cast<int>(torch::cuda::device_count());
+  return {torch::kCUDA, static_cast<c10::DeviceIndex>(mpi.local_rank % gpus)};
+}
+
 int configure_torch_threads(int requested, const MpiWorld& mpi) {
   int threads = requested;
   if (threads <= 0) {

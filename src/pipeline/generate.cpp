@@ -57,10 +57,8 @@ int run_generate(const AppContext& ctx, const GenerateConfig& config) {
     CVX_CHECK_AS(ConfigError, fs::exists(image), "image ", image, " does not exist");
   const auto dtype = parse_dtype(config.dtype);
   // The VAE stays in fp32 on the CPU (no fast bf16 convolutions there); bf16 on GPUs.
-  const bool cuda = torch::cuda::is_available();
-  // One GPU per rank: the node-local rank picks it.
-  const torch::Device device = cuda ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(ctx.mpi->local_rank % static_cast<int>(torch::cuda::device_count())))
-                                    : torch::Device(torch::kCPU);
+  const torch::Device device = rank_device(*ctx.mpi);
+  const bool cuda = device.is_cuda();
   VideoPipeline pipeline = VideoPipeline::load(config.model_path, dtype, cuda ? dtype : torch::kFloat32, device);
   CVX_INFO << "models loaded on " << device << " (" << config.dtype << ")";
   if (config.vae_tiling) pipeline.vae->enable_tiling();

@@ -80,10 +80,8 @@ int run_precompute(const AppContext& ctx, const ModelConfig& model, const DataCo
   const auto transformer_config = TransformerConfig::from_json(
       read_json_file(model_path / "transformer" / "config.json"), (model_path / "transformer" / "config.json").string());
   const bool i2v = transformer_config.is_i2v();
-  const bool cuda = torch::cuda::is_available();
-  const torch::Device device = cuda ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(
-                                                                      ctx.mpi->local_rank % static_cast<int>(torch::cuda::device_count())))
-                                    : torch::Device(torch::kCPU);
+  const torch::Device device = rank_device(*ctx.mpi);
+  const bool cuda = device.is_cuda();
   // fp32 on CPUs (no fast bf16 convolutions there); the VAE stays fp32 on GPUs too for exact moments.
   auto vae = load_vae(model_path / "vae", torch::kFloat32);
   vae->to(device);

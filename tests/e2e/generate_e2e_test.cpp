@@ -12,12 +12,11 @@ using cvx::test::built_program;
 using cvx::test::run_command;
 
 namespace {
-std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
 
 std::string probe(const fs::path& file) {
   std::string out;
   EXPECT_EQ(run_command("ffprobe -v error -count_frames -select_streams v:0 -show_entries "
-                        "stream=width,height,r_frame_rate,nb_read_frames -of default=noprint_wrappers=1 " + q(file),
+                        "stream=width,height,r_frame_rate,nb_read_frames -of default=noprint_wrappers=1 " + cvx::test::shell_quote(file),
                         &out),
             0)
       << out;
@@ -26,7 +25,7 @@ std::string probe(const fs::path& file) {
 
 void make_tiny(const fs::path& dir, const std::string& variant) {
   std::string out;
-  ASSERT_EQ(run_command(q(built_program("cvx_make_tiny")) + " " + q(dir) + " --variant " + variant, &out), 0) << out;
+  ASSERT_EQ(run_command(cvx::test::shell_quote(built_program("cvx_make_tiny")) + " " + cvx::test::shell_quote(dir) + " --variant " + variant, &out), 0) << out;
 }
 }  // namespace
 
@@ -35,10 +34,10 @@ TEST(GenerateE2E, TextToVideoWritesAPlayableMp4) {
   make_tiny(dir / "model", "1.5-t2v");
   std::ofstream(dir / "prompts.txt") << "a red ball\na blue cube\n";
   std::string out;
-  const int rc = run_command(q(built_program("cvx_generate")) + " --model_path " + q(dir / "model") +
-                                 " --prompt_file " + q(dir / "prompts.txt") + " --height 32 --width 48 --num_frames 9" +
+  const int rc = run_command(cvx::test::shell_quote(built_program("cvx_generate")) + " --model_path " + cvx::test::shell_quote(dir / "model") +
+                                 " --prompt_file " + cvx::test::shell_quote(dir / "prompts.txt") + " --height 32 --width 48 --num_frames 9" +
                                  " --num_inference_steps 2 --fps 10 --dtype fp32 --save_frames --output " +
-                                 q(dir / "out" / "video.mp4"),
+                                 cvx::test::shell_quote(dir / "out" / "video.mp4"),
                              &out);
   ASSERT_EQ(rc, 0) << out;
   for (const char* name : {"video_000.mp4", "video_001.mp4"}) {
@@ -58,10 +57,10 @@ TEST(GenerateE2E, ImageToVideoWritesAPlayableMp4) {
   auto image = torch::randint(0, 256, {40, 56, 3}, torch::kLong).to(torch::kUInt8);  // resized to 32x48
   cvx::write_png(dir / "first.png", image);
   std::string out;
-  const int rc = run_command(q(built_program("cvx_generate")) + " --model_path " + q(dir / "model") +
-                                 " --prompt 'a cat' --image " + q(dir / "first.png") +
+  const int rc = run_command(cvx::test::shell_quote(built_program("cvx_generate")) + " --model_path " + cvx::test::shell_quote(dir / "model") +
+                                 " --prompt 'a cat' --image " + cvx::test::shell_quote(dir / "first.png") +
                                  " --height 32 --width 48 --num_frames 9 --num_inference_steps 2 --dtype fp32 --output " +
-                                 q(dir / "i2v.mp4"),
+                                 cvx::test::shell_quote(dir / "i2v.mp4"),
                              &out);
   ASSERT_EQ(rc, 0) << out;
   const std::string info = probe(dir / "i2v.mp4");
@@ -74,17 +73,17 @@ TEST(GenerateE2E, MisuseIsAClearError) {
   make_tiny(dir / "model", "5b");
   cvx::write_png(dir / "first.png", torch::zeros({32, 48, 3}, torch::kUInt8));
   std::string out;
-  EXPECT_NE(run_command(q(built_program("cvx_generate")) + " --model_path " + q(dir / "model") +
-                            " --prompt x --image " + q(dir / "none.png"),
+  EXPECT_NE(run_command(cvx::test::shell_quote(built_program("cvx_generate")) + " --model_path " + cvx::test::shell_quote(dir / "model") +
+                            " --prompt x --image " + cvx::test::shell_quote(dir / "none.png"),
                         &out),
             0);
   EXPECT_NE(out.find("none.png does not exist"), std::string::npos) << out;
-  EXPECT_NE(run_command(q(built_program("cvx_generate")) + " --model_path " + q(dir / "model") +
-                            " --prompt x --image " + q(dir / "first.png") + " --height 32 --width 48 --num_frames 9",
+  EXPECT_NE(run_command(cvx::test::shell_quote(built_program("cvx_generate")) + " --model_path " + cvx::test::shell_quote(dir / "model") +
+                            " --prompt x --image " + cvx::test::shell_quote(dir / "first.png") + " --height 32 --width 48 --num_frames 9",
                         &out),
             0);
   EXPECT_NE(out.find("text-to-video model"), std::string::npos) << out;
-  EXPECT_NE(run_command(q(built_program("cvx_generate")) + " --model_path " + q(dir / "model") +
+  EXPECT_NE(run_command(cvx::test::shell_quote(built_program("cvx_generate")) + " --model_path " + cvx::test::shell_quote(dir / "model") +
                             " --prompt x --height 30 --width 48",
                         &out),
             0);

@@ -18,7 +18,6 @@ using cvx::test::built_program;
 using cvx::test::run_command;
 
 namespace {
-std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
 
 const char* kMpirun = "mpirun --oversubscribe --allow-run-as-root";
 
@@ -26,9 +25,9 @@ const char* kMpirun = "mpirun --oversubscribe --allow-run-as-root";
 fs::path make_setup(const std::string& name) {
   const auto dir = cvx::test::scratch_dir(name);
   std::string out;
-  EXPECT_EQ(run_command(q(built_program("cvx_make_tiny")) + " " + q(dir / "model") + " --variant 5b", &out), 0) << out;
-  EXPECT_EQ(run_command("bash " + q(fs::path(CVX_SOURCE_DIR) / "tools" / "make_synthetic_dataset.sh") + " " +
-                            q(dir / "data") + " 5 128x96 17",
+  EXPECT_EQ(run_command(cvx::test::shell_quote(built_program("cvx_make_tiny")) + " " + cvx::test::shell_quote(dir / "model") + " --variant 5b", &out), 0) << out;
+  EXPECT_EQ(run_command("bash " + cvx::test::shell_quote(fs::path(CVX_SOURCE_DIR) / "tools" / "make_synthetic_dataset.sh") + " " +
+                            cvx::test::shell_quote(dir / "data") + " 5 128x96 17",
                         &out),
             0)
       << out;
@@ -41,8 +40,8 @@ fs::path make_setup(const std::string& name) {
 std::string precompute(const fs::path& dir, int ranks, const std::string& extra = "", const std::string& env = "") {
   std::string out;
   const std::string command = env + " " + kMpirun + " -np " + std::to_string(ranks) + " " +
-                              q(built_program("cvx_precompute")) + " --model.path " + q(dir / "model") +
-                              " --data_root " + q(dir / "data") + " --store " + q(dir / "store.h5") +
+                              cvx::test::shell_quote(built_program("cvx_precompute")) + " --model.path " + cvx::test::shell_quote(dir / "model") +
+                              " --data_root " + cvx::test::shell_quote(dir / "data") + " --store " + cvx::test::shell_quote(dir / "store.h5") +
                               " --train_resolution 9x64x96 " + extra;
   const int rc = run_command(command, &out);
   return std::to_string(rc) + "\n" + out;
@@ -78,7 +77,7 @@ TEST(PrecomputeE2E, FourRanksWriteOneStoreEqualToASingleProcessEncode) {
     EXPECT_TRUE(torch::equal(vae->encode_moments(video)[0], store.read_moments(i))) << "sample " << i;
   }
   std::string inspect;
-  EXPECT_EQ(run_command(q(built_program("cvx_inspect")) + " " + q(dir / "store.h5"), &inspect), 0) << inspect;
+  EXPECT_EQ(run_command(cvx::test::shell_quote(built_program("cvx_inspect")) + " " + cvx::test::shell_quote(dir / "store.h5"), &inspect), 0) << inspect;
   EXPECT_NE(inspect.find("5 done, 1 bad, 0 pending"), std::string::npos) << inspect;
 }
 

@@ -4,6 +4,8 @@
 #include <functional>
 #include <string>
 
+#include <torch/torch.h>
+
 #include "cvx/core/mpi_env.h"
 
 namespace cvx {
@@ -18,6 +20,10 @@ struct AppContext {
 // Runs body(ctx) with MPI initialised and console logging set up; returns the process exit code.
 // An exception on any rank is logged with that rank and aborts the whole job.
 int run_app(const std::string& name, int argc, char** argv, const std::function<int(AppContext&)>& body);
+
+// The device this rank computes on: with CUDA, one GPU per rank chosen by the node-local rank;
+// otherwise the CPU.
+torch::Device rank_device(const MpiWorld& mpi);
 
 // Number of intra-op threads for libtorch: `requested` if > 0, else OMP_NUM_THREADS, else the
 // cores this process may use divided among the ranks sharing the node.
