@@ -43,6 +43,15 @@ std::string model_fingerprint(const fs::path& model) {
   return hex(prompt_hash(text));
 }
 
+// Rank 0's list of rows, on every rank.
+std::vector<int64_t> broadcast_rows(std::vector<int64_t> rows, MPI_Comm comm) {
+  int64_t count = static_cast<int64_t>(rows.size());
+  CVX_MPI(MPI_Bcast(&count, 1, MPI_INT64_T, 0, comm));
+  rows.resize(static_cast<size_t>(count));
+  CVX_MPI(MPI_Bcast(rows.data(), static_cast<int>(count), MPI_INT64_T, 0, comm));
+  return rows;
+}
+
 StoreDtype store_dtype(const std::string& name) { return name == "bf16" ? StoreDtype::kBFloat16 : StoreDtype::kFloat32; }
 
 }  // namespace
@@ -140,8 +149,14 @@ int run_precompute(const AppContext& ctx, const ModelConfig& model, const DataCo
     store.emplace(LatentStore::create(data.store, header, samples, prompt_texts, store_options, ctx.mpi->world));
   }
 
+  // What is left to do, read once by rank 0 before any rank writes: ranks reading the flags
+  // themselves would race with the first writes of faster ranks and plan different shards.
+  const auto pending_prompts = broadcast_rows(ctx.mpi->rank == 0 ? store->pending_prompts() : std::vector<int64_t>{},
+                                              ctx.mpi->world);
+  const auto pending = broadcast_rows(ctx.mpi->rank == 0 ? store->pending_samples() : std::vector<int64_t>{},
+                                      ctx.mpi->world);
+
   // ---- prompts: the pending ones, round-robin over the ranks
-  const auto pending_prompts = store->pending_prompts();
   std::vector<int64_t> my_prompts;
   for (size_t k = 0; k < pending_prompts.size(); ++k)
     if (static_cast<int>(k % ctx.mpi->size) == ctx.mpi->rank) my_prompts.push_back(pending_prompts[k]);
@@ -154,7 +169,6 @@ int run_precompute(const AppContext& ctx, const ModelConfig& model, const DataCo
   }
 
   // ---- samples: the pending ones, balanced by file size over the ranks
-  const auto pending = store->pending_samples();
   std::vector<uint64_t> pending_costs;
   for (int64_t i : pending) pending_costs.push_back(costs[i]);
   const auto plan = balance_samples(pending_costs, ctx.mpi->size);
@@ -192,34 +206,6 @@ int run_precompute(const AppContext& ctx, const ModelConfig& model, const DataCo
   std::future<Decoded> next;
   if (!mine.empty()) next = std::async(std::launch::async, decode, mine[0]);
 
-  // What each rank did, to settle the status flags at the end: small independent writes of
-  // neighbouring flags from several ranks were seen to lose updates on a shared file (OpenMPI 4.1
-  // OMPIO + HDF5 1.10), so rank 0 rewrites every flag of this run once everyone is done. Flags set
-  // during the run still serve resume after a crash; a lost one only means re-encoding a sample.
-  std::vector<int32_t> sample_result(samples.size(), 0), sample_frames(samples.size(), 0);
-  std::vector<int32_t> prompt_result(prompt_texts.size(), 0);
-  for (int64_t p : my_prompts) prompt_result[p] = 1;
-  auto reconcile_flags = [&] {
-    CVX_MPI(MPI_Allreduce(MPI_IN_PLACE, sample_result.data(), static_cast<int>(sample_result.size()), MPI_INT32_T,
-                          MPI_MAX, ctx.mpi->world));
-    CVX_MPI(MPI_Allreduce(MPI_IN_PLACE, sample_frames.data(), static_cast<int>(sample_frames.size()), MPI_INT32_T,
-                          MPI_MAX, ctx.mpi->world));
-    CVX_MPI(MPI_Allreduce(MPI_IN_PLACE, prompt_result.data(), static_cast<int>(prompt_result.size()), MPI_INT32_T,
-                          MPI_MAX, ctx.mpi->world));
-    store->flush();
-    // Rank 0 alone rewrites every flag this run set, after all other writes have landed.
-    if (ctx.mpi->rank == 0) {
-      for (size_t p = 0; p < prompt_result.size(); ++p)
-        if (prompt_result[p]) store->mark_prompt_done(static_cast<int64_t>(p));
-      const auto index = store->index();  // keeps the reasons of bad samples whose flag survived
-      for (size_t i = 0; i < sample_result.size(); ++i) {
-        if (sample_result[i] == 1) store->mark_done(static_cast<int64_t>(i), sample_frames[i]);
-        if (sample_result[i] == 2 && index[i].status != SampleStatus::kBad)
-          store->mark_bad(static_cast<int64_t>(i), "unreadable clip (see the job log)");
-      }
-    }
-    store->flush();
-  };
   int64_t local_done = 0, local_bad = 0;
   const auto start = std::chrono::steady_clock::now();
   auto last_report = start;
@@ -235,7 +221,6 @@ int run_precompute(const AppContext& ctx, const ModelConfig& model, const DataCo
                      " (on_bad_sample = fail; use skip to leave it out)");
         CVX_ERROR << "skipping sample " << i << " (" << entry.video.string() << "): " << d.error;
         store->mark_bad(i, d.error);
-        sample_result[i] = 2;
         ++local_bad;
       } else {
         torch::NoGradGuard no_grad;
@@ -250,8 +235,6 @@ int run_precompute(const AppContext& ctx, const ModelConfig& model, const DataCo
         }
         store->write_sample(i, moments, image_moments);
         store->mark_done(i, static_cast<int32_t>(d.decoded_frames));
-        sample_result[i] = 1;
-        sample_frames[i] = static_cast<int32_t>(d.decoded_frames);
         ++local_done;
         // Test hook: a rank dying mid-run (as if killed) after this many samples.
         if (const char* die_after = std::getenv("CVX_PRECOMPUTE_DIE_AFTER");
@@ -274,7 +257,7 @@ int run_precompute(const AppContext& ctx, const ModelConfig& model, const DataCo
                << std::setprecision(3) << rate << " videos/s, ETA " << eta << " s";
     }
     if (finished) {
-      reconcile_flags();
+      store->flush();
       CVX_INFO << "precompute finished: " << global[0] << " encoded now, " << already << " before, " << global[1]
                << " skipped as bad, " << pending_prompts.size() << " prompts, store " << data.store;
       break;

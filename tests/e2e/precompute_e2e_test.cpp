@@ -53,6 +53,10 @@ TEST(PrecomputeE2E, FourRanksWriteOneStoreEqualToASingleProcessEncode) {
   const std::string out = precompute(dir, 4);
   ASSERT_EQ(out.rfind("0\n", 0), 0u) << out;
   EXPECT_NE(out.find("skipping sample 5"), std::string::npos) << "the corrupt clip is reported: " << out;
+  // Each sample is encoded by exactly one rank: ranks that planned from different views of the
+  // flags would encode some twice and leave others (and prompts) pending.
+  EXPECT_NE(out.find("precompute finished: 5 encoded now, 0 before, 1 skipped as bad, 5 prompts"), std::string::npos)
+      << out;
 
   auto store = cvx::LatentStore::open(dir / "store.h5", MPI_COMM_SELF);
   const auto index = store.index();
