@@ -35,20 +35,27 @@ DecodingInput open_decoding_input(const std::filesystem::path& file, const char*
   return in;
 }
 
-torch::Tensor frame_to_rgb(const AVFrame& frame, Sws& sws, const std::filesystem::path& file) {
-  const int width = frame.width, height = frame.height;
-  // Same size in and out: the flags only choose the chroma upsampling filter.
-  sws.reset(sws_getCachedContext(sws.release(), width, height, static_cast<AVPixelFormat>(frame.format), width, height,
-                                 AV_PIX_FMT_RGB24, SWS_BICUBIC, nullptr, nullptr, nullptr));
+torch::Tensor frame_to_rgb(const AVFrame& frame, Sws& sws, const std::filesystem::path& file, int out_width,
+                           int out_height) {
+  const int width = out_width > 0 ? out_width : frame.width, height = out_height > 0 ? out_height : frame.height;
+  // Same size in and out: the flags only choose the chroma upsampling filter. Scaling here, in
+  // the one pass that converts to RGB, costs less than converting at full size and resizing after.
+  auto image = torch::empty({height, width, 3}, torch::kUInt8);  // [H, W, 3]
+  frame_to_rgb_into(frame, sws, file, width, height, image.data_ptr<uint8_t>());
+  return image;
+}
+
+void frame_to_rgb_into(const AVFrame& frame, Sws& sws, const std::filesystem::path& file, int out_width,
+                       int out_height, uint8_t* out) {
+  sws.reset(sws_getCachedContext(sws.release(), frame.width, frame.height, static_cast<AVPixelFormat>(frame.format),
+                                 out_width, out_height, AV_PIX_FMT_RGB24, SWS_BICUBIC, nullptr, nullptr, nullptr));
   if (sws == nullptr) {
     const char* name = av_get_pix_fmt_name(static_cast<AVPixelFormat>(frame.format));
     CVX_THROW_AS(FormatError, "unsupported pixel format ", name ? name : "(unknown)", " in ", file.string());
   }
-  auto image = torch::empty({height, width, 3}, torch::kUInt8);  // [H, W, 3]
-  uint8_t* dst[1] = {image.data_ptr<uint8_t>()};
-  const int dst_stride[1] = {3 * width};
-  sws_scale(sws.get(), frame.data, frame.linesize, 0, height, dst, dst_stride);
-  return image;
+  uint8_t* dst[1] = {out};
+  const int dst_stride[1] = {3 * out_width};
+  sws_scale(sws.get(), frame.data, frame.linesize, 0, frame.height, dst, dst_stride);
 }
 
 }  // namespace cvx::av

@@ -52,8 +52,14 @@ struct DecodingInput {
 // anything FFmpeg cannot open, probe or decode is a FormatError naming the file and the reason.
 DecodingInput open_decoding_input(const std::filesystem::path& file, const char* kind, int threads = 1);
 
-// A decoded frame of any pixel format -> [H, W, 3] uint8 RGB. `sws` is reused across calls
-// (recreated when the frame's size or format changes).
-torch::Tensor frame_to_rgb(const AVFrame& frame, Sws& sws, const std::filesystem::path& file);
+// A decoded frame of any pixel format -> [out_height, out_width, 3] uint8 RGB (the frame's own
+// size when 0), scaled by swscale's bicubic filter: what ffmpeg's scale filter does by default,
+// and so what the official scheme's decord VideoReader(width=, height=) does. `sws` is reused
+// across calls (recreated when size or format changes).
+torch::Tensor frame_to_rgb(const AVFrame& frame, Sws& sws, const std::filesystem::path& file, int out_width = 0,
+                           int out_height = 0);
+// The same into `out`: out_height rows of 3 * out_width bytes.
+void frame_to_rgb_into(const AVFrame& frame, Sws& sws, const std::filesystem::path& file, int out_width,
+                       int out_height, uint8_t* out);
 
 }  // namespace cvx::av

@@ -6,6 +6,7 @@
 #include "av_util.h"
 #include "cvx/core/checked_call.h"
 #include "cvx/core/error.h"
+#include "cvx/core/parallel.h"
 
 extern "C" {
 #include <libavutil/display.h>
@@ -15,7 +16,6 @@ namespace cvx {
 
 struct VideoReader::Decoded {
   std::vector<av::Frame> frames;  // the decoder's output, presentation order
-  mutable av::Sws sws;
 };
 
 namespace {
@@ -120,28 +120,51 @@ VideoReader::VideoReader(VideoReader&&) noexcept = default;
 VideoReader& VideoReader::operator=(VideoReader&&) noexcept = default;
 
 torch::Tensor VideoReader::frames(const std::vector<int64_t>& indices) const {
-  auto out = torch::empty({static_cast<int64_t>(indices.size()), info_.height, info_.width, 3}, torch::kUInt8);
-  std::unordered_map<int64_t, int64_t> converted;  // frame index -> first row of `out` holding it
+  return frames(indices, info_.height, info_.width);
+}
+
+torch::Tensor VideoReader::frames(const std::vector<int64_t>& indices, int64_t out_height, int64_t out_width) const {
+  CVX_CHECK_AS(ConfigError, out_height > 0 && out_width > 0, "cannot scale ", file_.string(), " to ", out_height, "x",
+               out_width);
+  // swscale works on the coded frame: a quarter turn swaps the sides it must produce.
+  const bool swapped = info_.rotation % 180 != 0;
+  const int coded_width = static_cast<int>(swapped ? out_height : out_width);
+  const int coded_height = static_cast<int>(swapped ? out_width : out_height);
+  auto out = torch::empty({static_cast<int64_t>(indices.size()), out_height, out_width, 3}, torch::kUInt8);
+  std::unordered_map<int64_t, int64_t> first_row;  // frame index -> first row of `out` holding it
+  std::vector<std::pair<int64_t, int64_t>> distinct;  // (frame index, row) to convert
   for (size_t row = 0; row < indices.size(); ++row) {
     const int64_t index = indices[row];
     CVX_CHECK_AS(ConfigError, index >= 0 && index < info_.frame_count, "frame index ", index, " out of range for ",
                  file_.string(), " (", info_.frame_count, " frames)");
-    const auto r = static_cast<int64_t>(row);
-    if (auto it = converted.find(index); it != converted.end()) {
-      out[r].copy_(out[it->second]);
-      continue;
-    }
+    if (!first_row.emplace(index, static_cast<int64_t>(row)).second) continue;
     const AVFrame& frame = *decoded_->frames[index];
     // A stream may change size midway (rare; legal in some codecs): the clip keeps the first size.
     CVX_CHECK_AS(FormatError, frame.width == decoded_->frames.front()->width &&
                                   frame.height == decoded_->frames.front()->height,
                  "video ", file_.string(), " changes frame size at frame ", index, " (", frame.width, "x", frame.height,
                  ")");
-    auto rgb = av::frame_to_rgb(frame, decoded_->sws, file_);  // [h, w, 3] as coded
-    // torch::rot90 turns counter-clockwise for positive k.
-    if (info_.rotation != 0) rgb = torch::rot90(rgb, -info_.rotation / 90, {0, 1});
-    out[r].copy_(rgb);
-    converted.emplace(index, r);
+    distinct.emplace_back(index, static_cast<int64_t>(row));
+  }
+  // The conversion (and scaling) costs about as much as decoding: frames are spread over torch's
+  // threads, each with its own swscale context (one context is not safe to share).
+  parallel_chunks(static_cast<int64_t>(distinct.size()), 1, [&](int64_t begin, int64_t end) {
+    av::Sws sws;
+    for (int64_t k = begin; k < end; ++k) {
+      const auto [index, row] = distinct[static_cast<size_t>(k)];
+      const AVFrame& frame = *decoded_->frames[index];
+      if (info_.rotation == 0) {
+        av::frame_to_rgb_into(frame, sws, file_, coded_width, coded_height, out[row].data_ptr<uint8_t>());
+        continue;
+      }
+      const auto rgb = av::frame_to_rgb(frame, sws, file_, coded_width, coded_height);  // [h, w, 3] as coded
+      // torch::rot90 turns counter-clockwise for positive k.
+      out[row].copy_(torch::rot90(rgb, -info_.rotation / 90, {0, 1}));
+    }
+  });
+  for (size_t row = 0; row < indices.size(); ++row) {
+    const int64_t first = first_row.at(indices[row]);
+    if (first != static_cast<int64_t>(row)) out[static_cast<int64_t>(row)].copy_(out[first]);
   }
   return out;  // [len(indices), H, W, 3]
 }

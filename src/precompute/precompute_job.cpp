@@ -196,13 +196,19 @@ int run_precompute(const AppContext& ctx, const ModelConfig& model, const DataCo
       CVX_CHECK_AS(FormatError, reader.frame_count() > 0, lists.entries[i].video.string(), ": no decodable frames");
       const auto indices =
           sample_frame_indices(sampling, reader.frame_count(), resolution.frames, reader.timestamps(), target_fps);
-      d.frames = reader.frames(indices);
+      // Decoded straight to the size the crop is cut from (swscale, in the RGB conversion).
+      const auto [height, width] =
+          scaled_size(resize, reader.info().height, reader.info().width, resolution.height, resolution.width);
+      d.frames = reader.frames(indices, height, width);
       d.decoded_frames = reader.frame_count();
     } catch (const Error& e) {
       d.error = e.message();
     }
     return d;
   };
+  // The float clip is prepared in one buffer reused from clip to clip (pinned when it goes to a GPU).
+  torch::Tensor vae_input = torch::empty({1, 3, resolution.frames, resolution.height, resolution.width},
+                                         torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(cuda));
   std::future<Decoded> next;
   if (!mine.empty()) next = std::async(std::launch::async, decode, mine[0]);
 
@@ -224,13 +230,17 @@ int run_precompute(const AppContext& ctx, const ModelConfig& model, const DataCo
         ++local_bad;
       } else {
         torch::NoGradGuard no_grad;
-        const auto video = to_vae_input(d.frames, resolution.height, resolution.width, resize, &crop_rng).to(device);
+        const auto video =
+            to_vae_input(d.frames, resolution.height, resolution.width, resize, &crop_rng, &vae_input).to(device);
         const auto moments = vae->encode_moments(video)[0].to(torch::kCPU);  // [2C, F', H', W']
         torch::Tensor image_moments;
         if (i2v) {
-          // The first-frame image: images.txt when given, else the first sampled frame.
-          const auto image = entry.image ? read_image(*entry.image).unsqueeze(0) : d.frames.narrow(0, 0, 1);
-          const auto input = to_vae_input(image, resolution.height, resolution.width, ResizeMode::resize).to(device);
+          // The first-frame image: images.txt when given (resized straight to HxW, as the official
+          // scheme does), else the first frame of the clip as encoded, so it has the clip's crop.
+          const auto input = entry.image ? to_vae_input(read_image(*entry.image).unsqueeze(0), resolution.height,
+                                                        resolution.width, ResizeMode::resize)
+                                               .to(device)
+                                         : video.narrow(2, 0, 1);
           image_moments = vae->encode_moments(input)[0].to(torch::kCPU);
         }
         store->write_sample(i, moments, image_moments);

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "cvx/data/frame_sampler.h"
+#include "cvx/data/image_io.h"
 #include "cvx/data/latent_store.h"
 #include "cvx/data/transforms.h"
 #include "cvx/data/video_reader.h"
@@ -76,7 +77,7 @@ TEST(PrecomputeE2E, FourRanksWriteOneStoreEqualToASingleProcessEncode) {
   for (int64_t i : {0, 3}) {
     cvx::VideoReader reader(dir / "data" / index[i].media_path);
     const auto idx = cvx::sample_frame_indices(cvx::FrameSampling::stride, reader.frame_count(), 9);
-    const auto video = cvx::to_vae_input(reader.frames(idx), 64, 96, cvx::ResizeMode::resize);
+    const auto video = cvx::to_vae_input(reader.frames(idx, 64, 96), 64, 96, cvx::ResizeMode::resize);
     torch::NoGradGuard no_grad;
     EXPECT_TRUE(torch::equal(vae->encode_moments(video)[0], store.read_moments(i))) << "sample " << i;
   }
@@ -113,4 +114,52 @@ TEST(PrecomputeE2E, ResumesAfterARankDiesAndRefusesAMismatchedStore) {
   EXPECT_NE(refused.find("--overwrite"), std::string::npos) << refused;
   const std::string overwritten = precompute(dir, 2, "--train_resolution 17x64x96 --overwrite");
   EXPECT_EQ(overwritten.rfind("0\n", 0), 0u) << overwritten;
+}
+
+// I2V: the image latents of each sample are the first frame of the clip as encoded (same crop),
+// or the images.txt image resized straight to HxW; two ranks, aspect-changing center_crop.
+TEST(PrecomputeE2E, ImageToVideoStoresTheFirstFrameLatents) {
+  const auto dir = cvx::test::scratch_dir("precompute_i2v");
+  std::string out;
+  ASSERT_EQ(run_command(cvx::test::shell_quote(built_program("cvx_make_tiny")) + " " +
+                            cvx::test::shell_quote(dir / "model") + " --variant 5b-i2v",
+                        &out),
+            0)
+      << out;
+  ASSERT_EQ(run_command("bash " + cvx::test::shell_quote(fs::path(CVX_SOURCE_DIR) / "tools" / "make_synthetic_dataset.sh") +
+                            " " + cvx::test::shell_quote(dir / "data") + " 3 128x96 9 --images",
+                        &out),
+            0)
+      << out;
+  const int64_t height = 64, width = 64;  // from 128x96: scaled to 85x64, the middle 64 columns cut
+  auto vae = cvx::load_vae(dir / "model" / "vae");
+  vae->eval();
+  torch::NoGradGuard no_grad;
+  for (const bool with_images : {false, true}) {
+    SCOPED_TRACE(with_images ? "images.txt" : "first frames");
+    const std::string result = precompute(dir, 2,
+                                          "--train_resolution 9x64x64 --resize_mode center_crop --overwrite" +
+                                              std::string(with_images ? " --image_column images.txt" : ""));
+    ASSERT_EQ(result.rfind("0\n", 0), 0u) << result;
+    auto store = cvx::LatentStore::open(dir / "store.h5", MPI_COMM_SELF);
+    ASSERT_TRUE(store.options().image_latents);
+    const auto index = store.index();
+    for (size_t i = 0; i < index.size(); ++i) {
+      ASSERT_EQ(index[i].status, cvx::SampleStatus::kDone) << i;
+      cvx::VideoReader reader(dir / "data" / index[i].media_path);
+      const auto idx = cvx::sample_frame_indices(cvx::FrameSampling::stride, reader.frame_count(), 9);
+      const auto [h, w] = cvx::scaled_size(cvx::ResizeMode::center_crop, reader.info().height, reader.info().width,
+                                           height, width);
+      const auto video = cvx::to_vae_input(reader.frames(idx, h, w), height, width, cvx::ResizeMode::center_crop);
+      EXPECT_TRUE(torch::equal(vae->encode_moments(video)[0], store.read_moments(static_cast<int64_t>(i)))) << i;
+      const auto image =
+          with_images ? cvx::to_vae_input(cvx::read_image(dir / "data" / "images" / fs::path(index[i].media_path)
+                                                                                        .filename()
+                                                                                        .replace_extension(".png"))
+                                              .unsqueeze(0),
+                                          height, width, cvx::ResizeMode::resize)
+                      : video.narrow(2, 0, 1);
+      EXPECT_TRUE(torch::equal(vae->encode_moments(image)[0], store.read_image_moments(static_cast<int64_t>(i)))) << i;
+    }
+  }
 }

@@ -155,3 +155,47 @@ TEST(VideoReader, BrokenFilesAreFormatErrorsNamingTheFile) {
   { std::ofstream(dir / "notes.txt") << "not a video\n"; }
   EXPECT_NE(error_of([&] { cvx::VideoReader reader(dir / "notes.txt"); }).find("notes.txt"), std::string::npos);
 }
+
+// Scaling in the RGB conversion is what ffmpeg's scale filter does (bicubic swscale), the resize of
+// the official scheme's decord reader: the CLI scaling the same frames gives the same bytes.
+TEST(VideoReader, ScaledFramesMatchFfmpegScaleFilter) {
+  const auto dir = cvx::test::scratch_dir("video_reader_scaled");
+  const auto file = make_video(dir, "clip.mp4", testsrc(160, 96, 8), 3);
+  const int64_t height = 40, width = 72;
+  const cvx::VideoReader reader(file);
+  const auto ours = reader.frames({0, 1, 2}, height, width);  // [3, 40, 72, 3]
+  ASSERT_EQ(ours.sizes(), (std::vector<int64_t>{3, height, width, 3}));
+  const fs::path raw = dir / "cli.rgb";
+  std::string out;
+  ASSERT_EQ(cvx::test::run_command("ffmpeg -v error -y -i " + cvx::test::shell_quote(file) + " -vf scale=" +
+                                       std::to_string(width) + ":" + std::to_string(height) +
+                                       " -f rawvideo -pix_fmt rgb24 " + cvx::test::shell_quote(raw),
+                                   &out),
+            0)
+      << out;
+  std::ifstream in(raw, std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_EQ(static_cast<int64_t>(bytes.size()), ours.numel());
+  const auto cli = torch::from_blob(bytes.data(), ours.sizes(), torch::kUInt8);
+  EXPECT_TRUE(torch::equal(ours, cli)) << "max abs diff "
+                                      << (ours.to(torch::kInt32) - cli.to(torch::kInt32)).abs().max().item<int>();
+  // Scaling to the clip's own size is the plain conversion.
+  EXPECT_TRUE(torch::equal(reader.frames({1}, 96, 160), reader.frames({1})));
+}
+
+// Sizes are asked for in display orientation; the quarter turn is applied after scaling.
+TEST(VideoReader, ScaledFramesOfARotatedClip) {
+  const auto dir = cvx::test::scratch_dir("video_reader_scaled_rotation");
+  const auto plain = make_video(dir, "plain.mp4", "color=c=red:size=64x32:rate=8,drawbox=x=0:y=16:w=64:h=16:c=blue:t=fill", 2);
+  std::string out;
+  ASSERT_EQ(cvx::test::run_command("ffmpeg -v error -y -i '" + plain.string() + "' -c copy -metadata:s:v rotate=90 '" +
+                                       (dir / "rotated.mp4").string() + "'",
+                                   &out),
+            0)
+      << out;
+  const cvx::VideoReader reader(dir / "rotated.mp4");
+  const auto frame = reader.frames({0}, 24, 8)[0].to(torch::kInt32);  // [24, 8, 3] of a 64x32 display
+  ASSERT_EQ(frame.sizes(), (std::vector<int64_t>{24, 8, 3}));
+  EXPECT_GT(frame[12][1][0].item<int>(), 200);  // red on the left
+  EXPECT_GT(frame[12][6][2].item<int>(), 200);  // blue on the right
+}

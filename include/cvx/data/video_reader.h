@@ -51,6 +51,9 @@ class VideoReader {
   // -> [len(indices), H, W, 3] uint8 RGB in display orientation. Indices may repeat and come in
   // any order; each distinct frame is converted once. Throws ConfigError for an index out of range.
   torch::Tensor frames(const std::vector<int64_t>& indices) const;
+  // The same, scaled to out_height x out_width (display orientation) in the RGB conversion itself
+  // (swscale, bicubic): the fast way to bring a clip to the training size.
+  torch::Tensor frames(const std::vector<int64_t>& indices, int64_t out_height, int64_t out_width) const;
   // -> [F, H, W, 3], every frame.
   torch::Tensor all_frames() const;
 
