@@ -1,5 +1,9 @@
 #include "cvx/data/latent_store.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 
@@ -165,6 +169,11 @@ struct LatentStore::Impl {
   h5::Id moments, image_moments, embeddings, prompt_text, prompt_hash, prompt_status;
   h5::Id sample_id, media_path, prompt_row, frames, status, reason;
 
+  // A descriptor of our own on the file, only to make this rank's writes durable (fdatasync
+  // flushes the file's dirty pages whichever descriptor wrote them; the MPI-IO handle offers only
+  // a collective sync).
+  int sync_fd = -1;
+
   hid_t xfer() const { return transfer.valid() ? transfer.get() : H5P_DEFAULT; }
 
   template <class F>
@@ -228,6 +237,16 @@ struct LatentStore::Impl {
   // raw data is not cached there anyway).
   void flush_local() const {
     if (!parallel) guarded("flush", [&] { CVX_H5(H5Fflush(file, H5F_SCOPE_LOCAL)); });
+  }
+
+  // The data written so far by this rank reaches the disk before the flag that says it is there:
+  // a job killed, or a node lost, between the two leaves the sample pending, never "done" with
+  // missing data.
+  void make_durable() const {
+    flush_local();
+    if (sync_fd < 0) return;
+    CVX_CHECK_AS(SystemError, ::fdatasync(sync_fd) == 0, "latent store ", path.string(),
+                 ": fdatasync failed: ", std::strerror(errno));
   }
 
   void open_datasets() {
@@ -312,6 +331,15 @@ struct LatentStore::Impl {
       transfer = h5::plist_id(CVX_H5(H5Pcreate(H5P_DATASET_XFER)));
       CVX_H5(H5Pset_dxpl_mpio(transfer, H5FD_MPIO_INDEPENDENT));
     }
+    open_hdf5(create, access);
+    if (!read_only) {
+      sync_fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      CVX_CHECK_AS(SystemError, sync_fd >= 0, "latent store ", path.string(), ": cannot open it for syncing: ",
+                   std::strerror(errno));
+    }
+  }
+
+  void open_hdf5(bool create, hid_t access) {
     guarded("open", [&] {
       if (create) {
         file = h5::file_id(CVX_H5(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access)));
@@ -573,14 +601,7 @@ void LatentStore::write_prompt(int64_t p, const torch::Tensor& embedding) {
   st.check_row(p, st.prompts, "prompt");
   st.write_tensor(st.embeddings, "/prompts/embeddings", st.options.embedding_dtype, p, embedding,
                   {st.header.max_text_length, st.header.text_embed_dim});
-  st.flush_local();
-  st.write_scalar(st.prompt_status, "/prompts/status", H5T_NATIVE_UINT8, p, uint8_t{1});
-}
-
-void LatentStore::mark_prompt_done(int64_t p) {
-  Impl& st = *impl_;
-  st.require_writable();
-  st.check_row(p, st.prompts, "prompt");
+  st.make_durable();
   st.write_scalar(st.prompt_status, "/prompts/status", H5T_NATIVE_UINT8, p, uint8_t{1});
 }
 
@@ -588,7 +609,7 @@ void LatentStore::mark_done(int64_t i, int32_t frames) {
   Impl& st = *impl_;
   st.require_writable();
   st.check_row(i, st.samples, "sample");
-  st.flush_local();
+  st.make_durable();
   st.write_scalar(st.frames, "/samples/frames", H5T_NATIVE_INT32, i, frames);
   st.write_scalar(st.status, "/samples/status", H5T_NATIVE_UINT8, i, static_cast<uint8_t>(SampleStatus::kDone));
   st.flush_local();
@@ -621,6 +642,10 @@ void LatentStore::close() {
     id->reset();
   }
   st.guarded("close", [&] { st.file.close(); });
+  if (st.sync_fd >= 0) {
+    ::close(st.sync_fd);
+    st.sync_fd = -1;
+  }
 }
 
 // ---------------------------------------------------------------- reads

@@ -98,9 +98,15 @@ TEST(PrecomputeE2E, ResumesAfterARankDiesAndRefusesAMismatchedStore) {
   }
   ASSERT_GT(done_before, 0);
   ASSERT_LT(done_before, 5);
-  const std::string resumed = precompute(dir, 2);
+  // Resumed with 4 ranks: the pending samples are re-planned over however many ranks there are now.
+  const std::string resumed = precompute(dir, 4);
   ASSERT_EQ(resumed.rfind("0\n", 0), 0u) << resumed;
   EXPECT_NE(resumed.find("(" + std::to_string(done_before) + " done before)"), std::string::npos) << resumed;
+  // Nothing finished before is encoded again.
+  EXPECT_NE(resumed.find("precompute finished: " + std::to_string(5 - done_before) + " encoded now, " +
+                         std::to_string(done_before) + " before"),
+            std::string::npos)
+      << resumed;
   {
     auto store = cvx::LatentStore::open(dir / "store.h5", MPI_COMM_SELF);
     int64_t done = 0;

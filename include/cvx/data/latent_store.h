@@ -111,11 +111,11 @@ class LatentStore {
   // Independent writes. Tensors are converted to the store's dtype; shapes are checked.
   // moments: [2C, F', H', W'];  image_moments: [2C, 1, H', W'] (I2V stores only).
   void write_sample(int64_t i, const torch::Tensor& moments, const torch::Tensor& image_moments = {});
-  // embedding: [L, D]; also sets the prompt's done flag (after the data).
+  // embedding: [L, D]; also sets the prompt's done flag, after the data is on disk.
   void write_prompt(int64_t p, const torch::Tensor& embedding);
-  // Sets the status after the sample's data: with one rank the file is flushed in between; with
-  // MPI-IO raw data goes straight to MPI_File_write_at (HDF5 caches no raw data there), so the
-  // status write is issued only after the data write has returned.
+  // Sets the status once this rank's data is on disk (HDF5 flushed with one rank, then fdatasync;
+  // with MPI-IO raw data goes straight to MPI_File_write_at, HDF5 caches none there), so a killed
+  // job or a lost node never leaves a "done" sample without its latents.
   void mark_done(int64_t i, int32_t frames);
   void mark_bad(int64_t i, const std::string& reason);
   // Collective with MPI-IO: flushes and synchronises, so that every rank then sees all writes.
@@ -125,8 +125,6 @@ class LatentStore {
   // Rows still to do, read from the file (call flush() first to see other ranks' fresh writes).
   std::vector<int64_t> pending_samples() const;
   std::vector<int64_t> pending_prompts() const;
-  // Sets the done flag of prompt `p` without touching its embedding (used to repair flags).
-  void mark_prompt_done(int64_t p);
 
   // Reads, as stored: float32 or bf16 tensors.
   torch::Tensor read_moments(int64_t i) const;        // [2C, F', H', W']
