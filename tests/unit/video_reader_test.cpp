@@ -49,6 +49,7 @@ TEST(VideoReader, DecodesEveryCodecAndContainer) {
       {"h264.mp4", "-c:v libx264 -pix_fmt yuv420p", "h264"},
       {"hevc.mkv", "-c:v libx265 -pix_fmt yuv420p -x265-params log-level=error", "hevc"},
       {"vp9.webm", "-c:v libvpx-vp9 -deadline realtime -cpu-used 8", "vp9"},
+      {"av1.mp4", "-c:v libaom-av1 -cpu-used 8 -row-mt 1", "av1"},
       {"mpeg4.avi", "-c:v mpeg4", "mpeg4"},
       {"mpeg4.mov", "-c:v mpeg4", "mpeg4"},
   };
