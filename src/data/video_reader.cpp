@@ -45,6 +45,7 @@ VideoReader::VideoReader(const std::filesystem::path& file, const VideoReaderOpt
     : file_(file), decoded_(std::make_unique<Decoded>()) {
   CVX_CHECK_AS(ConfigError, options.threads >= 0 && options.max_frames >= 0,
                "video reader: threads and max_frames must be >= 0, got ", options.threads, " and ", options.max_frames);
+  threads_ = options.threads;
   auto in = av::open_decoding_input(file, "video", options.threads);
   const AVStream* stream = in.video_stream();
   const double time_base = av_q2d(stream->time_base);
@@ -161,7 +162,7 @@ torch::Tensor VideoReader::frames(const std::vector<int64_t>& indices, int64_t o
       // torch::rot90 turns counter-clockwise for positive k.
       out[row].copy_(torch::rot90(rgb, -info_.rotation / 90, {0, 1}));
     }
-  });
+  }, threads_);
   for (size_t row = 0; row < indices.size(); ++row) {
     const int64_t first = first_row.at(indices[row]);
     if (first != static_cast<int64_t>(row)) out[static_cast<int64_t>(row)].copy_(out[first]);

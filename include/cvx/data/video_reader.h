@@ -19,7 +19,7 @@
 namespace cvx {
 
 struct VideoReaderOptions {
-  int threads = 0;         // decoder threads; 0 lets FFmpeg choose (one per core)
+  int threads = 0;         // decoder and RGB-conversion threads; 0: FFmpeg's choice / torch's thread count
   int64_t max_frames = 0;  // decode only the first this many frames (e.g. 1 for a first-frame image); 0: all
 };
 
@@ -60,6 +60,7 @@ class VideoReader {
  private:
   struct Decoded;
   std::filesystem::path file_;
+  int threads_ = 0;
   VideoInfo info_;
   std::vector<double> timestamps_;
   std::unique_ptr<Decoded> decoded_;
