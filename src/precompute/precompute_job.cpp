@@ -7,6 +7,7 @@
 #include <iomanip>
 #include <map>
 #include <random>
+#include <set>
 #include <sstream>
 
 #include "cvx/core/checked_call.h"
@@ -180,6 +181,7 @@ int run_precompute(const AppContext& ctx, const ModelConfig& model, const DataCo
            << pending_prompts.size() << " prompts";
   const double target_fps = config.fps > 0 ? config.fps : (transformer_config.patch_size_t ? 16.0 : 8.0);
   std::mt19937_64 crop_rng(static_cast<uint64_t>(ctx.mpi->rank) * 7919 + 17);
+  const int64_t min_frames = config.min_frames > 0 ? config.min_frames : resolution.frames;
   VideoReaderOptions reader_options;
   reader_options.threads = static_cast<int>(config.decode_threads);
 
@@ -196,6 +198,11 @@ int run_precompute(const AppContext& ctx, const ModelConfig& model, const DataCo
       CVX_CHECK_AS(FormatError, reader.frame_count() > 0, lists.entries[i].video.string(), ": no decodable frames");
       const auto indices =
           sample_frame_indices(sampling, reader.frame_count(), resolution.frames, reader.timestamps(), target_fps);
+      const auto distinct = static_cast<int64_t>(std::set<int64_t>(indices.begin(), indices.end()).size());
+      CVX_CHECK_AS(FormatError, distinct >= min_frames, lists.entries[i].video.string(), ": too short: its ",
+                   resolution.frames, " training frames would come from ", distinct, " distinct frames (",
+                   reader.frame_count(), " decoded, sampling ", data.frame_sampling, "); min_frames is ", min_frames,
+                   " (--min_frames 1 pads short clips by repeating frames)");
       // Decoded straight to the size the crop is cut from (swscale, in the RGB conversion).
       const auto [height, width] =
           scaled_size(resize, reader.info().height, reader.info().width, resolution.height, resolution.width);

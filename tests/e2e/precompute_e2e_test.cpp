@@ -1,4 +1,5 @@
-// cvx_precompute under mpirun on a synthetic dataset (FFmpeg-made clips, one corrupt) and a tiny
+// cvx_precompute under mpirun on a synthetic dataset (FFmpeg-made clips of several codecs, containers
+// and sizes, a rotated one, a too-short one, a corrupt one) and a tiny
 // model: one store with every sample once, latents equal to a single-process encode, deduplicated
 // prompts, resume after a rank dies, refusal of a mismatched store.
 #include <gtest/gtest.h>
@@ -22,19 +23,47 @@ namespace {
 
 const char* kMpirun = "mpirun --oversubscribe --allow-run-as-root";
 
-// 5 clips (two share a prompt) + 1 corrupt file, and a tiny 5b model.
+// One clip per line of a synthetic dataset: 3 H.264 mp4 test patterns (128x96, 17 frames), then
+// HEVC in mkv (160x90, 13 frames), VP9 in webm at an odd size (95x127, 25 frames), a clip with
+// rotate=90 metadata (shown as 96x128), a too-short one (5 frames for 9 training frames) and a
+// corrupt file that shares clip 0's prompt: 8 samples, 6 good, 2 bad, 7 distinct prompts. A tiny 5b model.
+constexpr int64_t kNumSamples = 8, kNumGood = 6, kNumPrompts = 7;
+constexpr int64_t kTooShort = 6, kBroken = 7;
+
 fs::path make_setup(const std::string& name) {
   const auto dir = cvx::test::scratch_dir(name);
+  const auto q = [](const fs::path& p) { return cvx::test::shell_quote(p); };
   std::string out;
-  EXPECT_EQ(run_command(cvx::test::shell_quote(built_program("cvx_make_tiny")) + " " + cvx::test::shell_quote(dir / "model") + " --variant 5b", &out), 0) << out;
-  EXPECT_EQ(run_command("bash " + cvx::test::shell_quote(fs::path(CVX_SOURCE_DIR) / "tools" / "make_synthetic_dataset.sh") + " " +
-                            cvx::test::shell_quote(dir / "data") + " 5 128x96 17",
+  EXPECT_EQ(run_command(q(built_program("cvx_make_tiny")) + " " + q(dir / "model") + " --variant 5b", &out), 0) << out;
+  EXPECT_EQ(run_command("bash " + q(fs::path(CVX_SOURCE_DIR) / "tools" / "make_synthetic_dataset.sh") + " " +
+                            q(dir / "data") + " 3 128x96 17",
                         &out),
             0)
       << out;
-  std::ofstream(dir / "data" / "videos" / "broken.mp4") << "not a video at all";
-  std::ofstream(dir / "data" / "videos.txt", std::ios::app) << "videos/broken.mp4\n";
-  std::ofstream(dir / "data" / "prompts.txt", std::ios::app) << "a test pattern with a moving clock, clip 0\n";
+  const auto videos = dir / "data" / "videos";
+  const auto encode = [&](const std::string& source, int frames, const std::string& codec, const std::string& file) {
+    EXPECT_EQ(run_command("ffmpeg -v error -y -f lavfi -i " + source + " -frames:v " + std::to_string(frames) + " " +
+                              codec + " " + q(videos / file),
+                          &out),
+              0)
+        << file << ": " << out;
+  };
+  encode("testsrc2=size=160x90:rate=8", 13, "-c:v libx265 -pix_fmt yuv420p -x265-params log-level=error", "hevc.mkv");
+  encode("smptebars=size=95x127:rate=8", 25, "-c:v libvpx-vp9 -deadline realtime -cpu-used 8", "vp9.webm");
+  encode("rgbtestsrc=size=128x96:rate=8", 17, "-c:v libx264 -pix_fmt yuv420p", "plain.mp4");
+  EXPECT_EQ(run_command("ffmpeg -v error -y -i " + q(videos / "plain.mp4") + " -c copy -metadata:s:v rotate=90 " +
+                            q(videos / "rotated.mp4"),
+                        &out),
+            0)
+      << out;
+  fs::remove(videos / "plain.mp4");
+  encode("testsrc=size=128x96:rate=8", 5, "-c:v libx264 -pix_fmt yuv420p", "short.mp4");
+  std::ofstream(videos / "broken.mp4") << "not a video at all";
+  std::ofstream(dir / "data" / "videos.txt", std::ios::app)
+      << "videos/hevc.mkv\nvideos/vp9.webm\nvideos/rotated.mp4\nvideos/short.mp4\nvideos/broken.mp4\n";
+  std::ofstream(dir / "data" / "prompts.txt", std::ios::app)
+      << "an hevc clip in matroska\nsmpte bars in webm at an odd size\nstripes filmed sideways\n"
+         "a clip too short to train on\na test pattern with a moving clock, clip 0\n";
   return dir;
 }
 
@@ -53,37 +82,43 @@ TEST(PrecomputeE2E, FourRanksWriteOneStoreEqualToASingleProcessEncode) {
   const auto dir = make_setup("precompute_np4");
   const std::string out = precompute(dir, 4);
   ASSERT_EQ(out.rfind("0\n", 0), 0u) << out;
-  EXPECT_NE(out.find("skipping sample 5"), std::string::npos) << "the corrupt clip is reported: " << out;
+  EXPECT_NE(out.find("skipping sample " + std::to_string(kBroken)), std::string::npos) << "corrupt clip reported: " << out;
+  EXPECT_NE(out.find("short.mp4: too short"), std::string::npos) << "short clip reported: " << out;
   // Each sample is encoded by exactly one rank: ranks that planned from different views of the
   // flags would encode some twice and leave others (and prompts) pending.
-  EXPECT_NE(out.find("precompute finished: 5 encoded now, 0 before, 1 skipped as bad, 5 prompts"), std::string::npos)
+  EXPECT_NE(out.find("precompute finished: " + std::to_string(kNumGood) + " encoded now, 0 before, " +
+                     std::to_string(kNumSamples - kNumGood) + " skipped as bad, " + std::to_string(kNumPrompts) +
+                     " prompts"),
+            std::string::npos)
       << out;
 
   auto store = cvx::LatentStore::open(dir / "store.h5", MPI_COMM_SELF);
   const auto index = store.index();
-  ASSERT_EQ(index.size(), 6u);
+  ASSERT_EQ(index.size(), static_cast<size_t>(kNumSamples));
   std::set<int64_t> ids;
   for (const auto& s : index) ids.insert(s.id);
-  EXPECT_EQ(ids.size(), 6u) << "every sample once";
-  for (size_t i = 0; i < 5; ++i) EXPECT_EQ(index[i].status, cvx::SampleStatus::kDone) << i;
-  EXPECT_EQ(index[5].status, cvx::SampleStatus::kBad);
-  EXPECT_EQ(store.num_prompts(), 5) << "the repeated prompt is stored once";
-  EXPECT_EQ(index[5].prompt_row, index[0].prompt_row);
+  EXPECT_EQ(ids.size(), index.size()) << "every sample once";
+  for (int64_t i = 0; i < kNumSamples; ++i)
+    EXPECT_EQ(index[i].status, i == kTooShort || i == kBroken ? cvx::SampleStatus::kBad : cvx::SampleStatus::kDone)
+        << i;
+  EXPECT_EQ(store.num_prompts(), kNumPrompts) << "the repeated prompt is stored once";
+  EXPECT_EQ(index[kBroken].prompt_row, index[0].prompt_row);
   EXPECT_TRUE(store.pending_prompts().empty());
 
   // A single-process encode of the same clip gives the same moments, bit for bit (fp32).
   auto vae = cvx::load_vae(dir / "model" / "vae");
   vae->eval();
-  for (int64_t i : {0, 3}) {
+  torch::NoGradGuard no_grad;
+  for (int64_t i = 0; i < kNumSamples; ++i) {
+    if (i == kTooShort || i == kBroken) continue;
     cvx::VideoReader reader(dir / "data" / index[i].media_path);
     const auto idx = cvx::sample_frame_indices(cvx::FrameSampling::stride, reader.frame_count(), 9);
     const auto video = cvx::to_vae_input(reader.frames(idx, 64, 96), 64, 96, cvx::ResizeMode::resize);
-    torch::NoGradGuard no_grad;
-    EXPECT_TRUE(torch::equal(vae->encode_moments(video)[0], store.read_moments(i))) << "sample " << i;
+    EXPECT_TRUE(torch::equal(vae->encode_moments(video)[0], store.read_moments(i))) << index[i].media_path;
   }
   std::string inspect;
   EXPECT_EQ(run_command(cvx::test::shell_quote(built_program("cvx_inspect")) + " " + cvx::test::shell_quote(dir / "store.h5"), &inspect), 0) << inspect;
-  EXPECT_NE(inspect.find("5 done, 1 bad, 0 pending"), std::string::npos) << inspect;
+  EXPECT_NE(inspect.find(std::to_string(kNumGood) + " done, " + std::to_string(kNumSamples - kNumGood) + " bad, 0 pending"), std::string::npos) << inspect;
 }
 
 TEST(PrecomputeE2E, ResumesAfterARankDiesAndRefusesAMismatchedStore) {
@@ -97,13 +132,13 @@ TEST(PrecomputeE2E, ResumesAfterARankDiesAndRefusesAMismatchedStore) {
     for (const auto& s : store.index()) done_before += s.status == cvx::SampleStatus::kDone;
   }
   ASSERT_GT(done_before, 0);
-  ASSERT_LT(done_before, 5);
+  ASSERT_LT(done_before, kNumGood);
   // Resumed with 4 ranks: the pending samples are re-planned over however many ranks there are now.
   const std::string resumed = precompute(dir, 4);
   ASSERT_EQ(resumed.rfind("0\n", 0), 0u) << resumed;
   EXPECT_NE(resumed.find("(" + std::to_string(done_before) + " done before)"), std::string::npos) << resumed;
   // Nothing finished before is encoded again.
-  EXPECT_NE(resumed.find("precompute finished: " + std::to_string(5 - done_before) + " encoded now, " +
+  EXPECT_NE(resumed.find("precompute finished: " + std::to_string(kNumGood - done_before) + " encoded now, " +
                          std::to_string(done_before) + " before"),
             std::string::npos)
       << resumed;
@@ -111,7 +146,7 @@ TEST(PrecomputeE2E, ResumesAfterARankDiesAndRefusesAMismatchedStore) {
     auto store = cvx::LatentStore::open(dir / "store.h5", MPI_COMM_SELF);
     int64_t done = 0;
     for (const auto& s : store.index()) done += s.status == cvx::SampleStatus::kDone;
-    EXPECT_EQ(done, 5);
+    EXPECT_EQ(done, kNumGood);
   }
   // Another resolution: refused, naming what differs and how to proceed.
   const std::string refused = precompute(dir, 2, "--train_resolution 17x64x96");

@@ -16,6 +16,10 @@ struct PrecomputeConfig {
   std::string embedding_dtype = "bf16";
   int64_t text_batch_size = 8;
   double fps = 0;  // frame_sampling = fps: target frame rate (0: 8 for 1.0 models, 16 for 1.5)
+  // A clip whose F sampled frames come from fewer distinct frames is too short (a bad sample).
+  // 0: F, every training frame a different picture; 1: anything goes, short clips are padded by
+  // repeating frames (the official sampler repeats the last frame).
+  int64_t min_frames = 0;
 
   template <class V>
   void visit(V& v) {
@@ -29,11 +33,15 @@ struct PrecomputeConfig {
     v.choice("embedding_dtype", embedding_dtype, {"bf16", "fp32"}, "how the T5 prompt embeddings are stored");
     v("text_batch_size", text_batch_size, "prompts per T5 batch");
     v("fps", fps, "target frame rate of frame_sampling = fps (0: 8 for 1.0 models, 16 for 1.5)");
+    v("min_frames", min_frames,
+      "distinct source frames a clip must give its F training frames, else it is too short (0: F; 1: pad any "
+      "short clip by repeating frames, as the official sampler does)");
   }
   void validate() const {
     CVX_CHECK_AS(ConfigError, decode_threads > 0, "decode_threads must be > 0 (got ", decode_threads, ")");
     CVX_CHECK_AS(ConfigError, text_batch_size > 0, "text_batch_size must be > 0");
     CVX_CHECK_AS(ConfigError, fps >= 0, "fps must be >= 0");
+    CVX_CHECK_AS(ConfigError, min_frames >= 0, "min_frames must be >= 0 (0: the training frame count)");
   }
 };
 
