@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include <gtest/gtest.h>
+
 namespace cvx::test {
 
 std::optional<std::filesystem::path> golden_dir() {
@@ -44,6 +46,30 @@ int run_command(const std::string& command, std::string* output) {
   if (output != nullptr) *output = text;
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+std::filesystem::path make_video(const std::filesystem::path& dir, const std::string& name, const std::string& source,
+                                 int frames, const std::string& codec_args) {
+  const auto file = dir / name;
+  std::string out;
+  EXPECT_EQ(run_command("ffmpeg -v error -y -f lavfi -i \"" + source + "\" -frames:v " + std::to_string(frames) + " " +
+                            codec_args + " " + shell_quote(file),
+                        &out),
+            0)
+      << file << ": " << out;
+  return file;
+}
+
+std::filesystem::path make_rotated_copy(const std::filesystem::path& video, const std::filesystem::path& dir,
+                                        const std::string& name) {
+  const auto file = dir / name;
+  std::string out;
+  EXPECT_EQ(run_command("ffmpeg -v error -y -i " + shell_quote(video) + " -c copy -metadata:s:v rotate=90 " +
+                            shell_quote(file),
+                        &out),
+            0)
+      << file << ": " << out;
+  return file;
 }
 
 }  // namespace cvx::test

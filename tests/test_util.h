@@ -22,4 +22,14 @@ inline std::string shell_quote(const std::filesystem::path& path) { return "'" +
 // Runs a shell command, returns its exit code; stdout+stderr go to *output when given.
 int run_command(const std::string& command, std::string* output = nullptr);
 
+// `frames` frames of the lavfi `source` encoded by the ffmpeg CLI with `codec_args` into dir/name;
+// a failing ffmpeg is a test failure.
+std::filesystem::path make_video(const std::filesystem::path& dir, const std::string& name, const std::string& source,
+                                 int frames, const std::string& codec_args = "-c:v libx264 -pix_fmt yuv420p");
+
+// A stream copy of `video` into dir/name carrying rotate=90 metadata (shown a quarter turn
+// counter-clockwise, as players and ffmpeg's autorotation do).
+std::filesystem::path make_rotated_copy(const std::filesystem::path& video, const std::filesystem::path& dir,
+                                        const std::string& name);
+
 }  // namespace cvx::test

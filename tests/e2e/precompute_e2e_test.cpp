@@ -41,23 +41,14 @@ fs::path make_setup(const std::string& name) {
             0)
       << out;
   const auto videos = dir / "data" / "videos";
-  const auto encode = [&](const std::string& source, int frames, const std::string& codec, const std::string& file) {
-    EXPECT_EQ(run_command("ffmpeg -v error -y -f lavfi -i " + source + " -frames:v " + std::to_string(frames) + " " +
-                              codec + " " + q(videos / file),
-                          &out),
-              0)
-        << file << ": " << out;
-  };
-  encode("testsrc2=size=160x90:rate=8", 13, "-c:v libx265 -pix_fmt yuv420p -x265-params log-level=error", "hevc.mkv");
-  encode("smptebars=size=95x127:rate=8", 25, "-c:v libvpx-vp9 -deadline realtime -cpu-used 8", "vp9.webm");
-  encode("rgbtestsrc=size=128x96:rate=8", 17, "-c:v libx264 -pix_fmt yuv420p", "plain.mp4");
-  EXPECT_EQ(run_command("ffmpeg -v error -y -i " + q(videos / "plain.mp4") + " -c copy -metadata:s:v rotate=90 " +
-                            q(videos / "rotated.mp4"),
-                        &out),
-            0)
-      << out;
-  fs::remove(videos / "plain.mp4");
-  encode("testsrc=size=128x96:rate=8", 5, "-c:v libx264 -pix_fmt yuv420p", "short.mp4");
+  using cvx::test::make_video;
+  make_video(videos, "hevc.mkv", "testsrc2=size=160x90:rate=8", 13,
+             "-c:v libx265 -pix_fmt yuv420p -x265-params log-level=error");
+  make_video(videos, "vp9.webm", "smptebars=size=95x127:rate=8", 25, "-c:v libvpx-vp9 -deadline realtime -cpu-used 8");
+  const auto plain = make_video(videos, "plain.mp4", "rgbtestsrc=size=128x96:rate=8", 17);
+  cvx::test::make_rotated_copy(plain, videos, "rotated.mp4");
+  fs::remove(plain);
+  make_video(videos, "short.mp4", "testsrc=size=128x96:rate=8", 5);
   std::ofstream(videos / "broken.mp4") << "not a video at all";
   std::ofstream(dir / "data" / "videos.txt", std::ios::app)
       << "videos/hevc.mkv\nvideos/vp9.webm\nvideos/rotated.mp4\nvideos/short.mp4\nvideos/broken.mp4\n";

@@ -12,17 +12,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// `frames` frames of the lavfi `source` encoded with `codec_args` into dir/name.
-fs::path make_video(const fs::path& dir, const std::string& name, const std::string& source, int frames,
-                    const std::string& codec_args = "-c:v libx264 -pix_fmt yuv420p") {
-  const fs::path file = dir / name;
-  std::string out;
-  const int rc = cvx::test::run_command("ffmpeg -v error -y -f lavfi -i \"" + source + "\" -frames:v " +
-                                            std::to_string(frames) + " " + codec_args + " '" + file.string() + "'",
-                                        &out);
-  EXPECT_EQ(rc, 0) << out;
-  return file;
-}
+using cvx::test::make_video;
 
 std::string testsrc(int width, int height, int rate) {
   return "testsrc2=size=" + std::to_string(width) + "x" + std::to_string(height) + ":rate=" + std::to_string(rate);
@@ -96,13 +86,7 @@ TEST(VideoReader, RotationMetadataTurnsTheFrames) {
   const auto dir = cvx::test::scratch_dir("video_reader_rotation");
   // Red top half, blue bottom half, 32 wide and 16 high as coded.
   const auto plain = make_video(dir, "plain.mp4", "color=c=red:size=32x16:rate=8,drawbox=x=0:y=8:w=32:h=8:c=blue:t=fill", 2);
-  std::string out;
-  ASSERT_EQ(cvx::test::run_command("ffmpeg -v error -y -i '" + plain.string() + "' -c copy -metadata:s:v rotate=90 '" +
-                                       (dir / "rotated.mp4").string() + "'",
-                                   &out),
-            0)
-      << out;
-  const cvx::VideoReader reader(dir / "rotated.mp4");
+  const cvx::VideoReader reader(cvx::test::make_rotated_copy(plain, dir, "rotated.mp4"));
   EXPECT_EQ(reader.info().rotation, 270);  // rotate=90 is a counter-clockwise display matrix
   EXPECT_EQ(reader.info().width, 16);
   EXPECT_EQ(reader.info().height, 32);
@@ -188,13 +172,7 @@ TEST(VideoReader, ScaledFramesMatchFfmpegScaleFilter) {
 TEST(VideoReader, ScaledFramesOfARotatedClip) {
   const auto dir = cvx::test::scratch_dir("video_reader_scaled_rotation");
   const auto plain = make_video(dir, "plain.mp4", "color=c=red:size=64x32:rate=8,drawbox=x=0:y=16:w=64:h=16:c=blue:t=fill", 2);
-  std::string out;
-  ASSERT_EQ(cvx::test::run_command("ffmpeg -v error -y -i '" + plain.string() + "' -c copy -metadata:s:v rotate=90 '" +
-                                       (dir / "rotated.mp4").string() + "'",
-                                   &out),
-            0)
-      << out;
-  const cvx::VideoReader reader(dir / "rotated.mp4");
+  const cvx::VideoReader reader(cvx::test::make_rotated_copy(plain, dir, "rotated.mp4"));
   const auto frame = reader.frames({0}, 24, 8)[0].to(torch::kInt32);  // [24, 8, 3] of a 64x32 display
   ASSERT_EQ(frame.sizes(), (std::vector<int64_t>{24, 8, 3}));
   EXPECT_GT(frame[12][1][0].item<int>(), 200);  // red on the left
