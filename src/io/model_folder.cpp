@@ -6,7 +6,9 @@
 #include <sstream>
 
 #include "cvx/core/error.h"
+#include "cvx/core/module_lock.h"
 #include "cvx/core/shape.h"
+#include "cvx/core/tensor_storage.h"
 #include "cvx/io/atomic_file.h"
 #include "cvx/io/json_file.h"
 
@@ -127,6 +129,7 @@ NamedTensors module_state(const torch::nn::Module& module) {
 }
 
 LoadReport load_state(torch::nn::Module& module, const TensorSource& source, const LoadOptions& options) {
+  check_module_unlocked(module, "load weights into it with load_state");
   LoadReport report;
   torch::NoGradGuard no_grad;
   std::set<std::string> wanted;
@@ -143,9 +146,9 @@ LoadReport load_state(torch::nn::Module& module, const TensorSource& source, con
                                   shape_string(target.sizes()));
       continue;
     }
-    if (options.dtype && target.scalar_type() != *options.dtype) {
-      // Re-allocate this one tensor in the wanted dtype; the old storage is freed right away.
-      target.set_data(torch::empty(target.sizes(), target.options().dtype(*options.dtype)));
+    if ((options.dtype && target.scalar_type() != *options.dtype) || !is_materialized(target)) {
+      // (Re-)allocate this one tensor in the wanted dtype; old storage is freed right away.
+      target.set_data(torch::empty(target.sizes(), target.options().dtype(options.dtype.value_or(target.scalar_type()))));
     }
     target.copy_(source.tensor(key));
     ++report.num_loaded;

@@ -3,9 +3,12 @@
 
 namespace cvx {
 
-SafeConv3dImpl::SafeConv3dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t padding)
+SafeConv3dImpl::SafeConv3dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t padding,
+                               const ModuleInit& init)
     : torch::nn::Conv3dImpl(torch::nn::Conv3dOptions(in_channels, out_channels, kernel).padding({0, padding, padding})),
-      spatial_padding(padding) {}
+      spatial_padding(padding) {
+  apply_init(*this, init);
+}
 
 torch::Tensor SafeConv3dImpl::forward(const torch::Tensor& x) {
   // diffusers' estimate: 2 bytes per element of the spatially padded input, whatever the dtype
@@ -29,8 +32,9 @@ torch::Tensor SafeConv3dImpl::forward(const torch::Tensor& x) {
   return torch::cat(outputs, 2);
 }
 
-CausalConv3dImpl::CausalConv3dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel) : time_kernel(kernel) {
-  conv = register_module("conv", SafeConv3d(in_channels, out_channels, kernel, (kernel - 1) / 2));
+CausalConv3dImpl::CausalConv3dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel, const ModuleInit& init)
+    : time_kernel(kernel) {
+  conv = register_module("conv", SafeConv3d(in_channels, out_channels, kernel, (kernel - 1) / 2, init));
 }
 
 torch::Tensor CausalConv3dImpl::forward(const torch::Tensor& x, ConvCache& cache) {

@@ -4,16 +4,17 @@
 #include <ostream>
 
 #include "cvx/core/error.h"
+#include "cvx/core/module_lock.h"
 
 namespace cvx {
 
-LoRALinearImpl::LoRALinearImpl(int64_t in_features, int64_t out_features, bool with_bias)
+LoRALinearImpl::LoRALinearImpl(int64_t in_features, int64_t out_features, bool with_bias, const ModuleInit& init)
     : in_features_(in_features), out_features_(out_features) {
   CVX_CHECK_AS(ConfigError, in_features > 0 && out_features > 0, "LoRALinear needs positive sizes (got in ",
                in_features, ", out ", out_features, ")");
-  weight = register_parameter("weight", torch::empty({out_features, in_features}));
-  if (with_bias) bias = register_parameter("bias", torch::empty({out_features}));
-  reset_parameters();
+  weight = register_parameter("weight", new_parameter({out_features, in_features}, init));
+  if (with_bias) bias = register_parameter("bias", new_parameter({out_features}, init));
+  if (init.materialize) reset_parameters();
 }
 
 void LoRALinearImpl::reset_parameters() {
@@ -42,6 +43,7 @@ void LoRALinearImpl::enable_lora(int64_t rank, double alpha, double dropout, tor
   CVX_CHECK_AS(ConfigError, dropout >= 0.0 && dropout < 1.0, "LoRA dropout must be in [0, 1) (got ", dropout, ")");
   CVX_CHECK_AS(ConfigError, c10::isFloatingType(dtype), "LoRA parameters need a floating-point dtype");
   CVX_CHECK(!merged_, "cannot replace a merged LoRA adapter: unmerge() first");
+  check_module_unlocked(*this, "add a LoRA adapter");
   if (has_lora()) {
     unregister_module("lora_A");
     unregister_module("lora_B");
@@ -66,6 +68,7 @@ void LoRALinearImpl::enable_lora(int64_t rank, double alpha, double dropout, tor
 
 void LoRALinearImpl::disable_lora() {
   if (!has_lora()) return;
+  check_module_unlocked(*this, "remove a LoRA adapter");
   if (merged_) unmerge();
   unregister_module("lora_A");
   unregister_module("lora_B");
@@ -99,6 +102,7 @@ torch::Tensor LoRALinearImpl::delta_weight(double scale) const {
 
 void LoRALinearImpl::merge() {
   if (!has_lora() || merged_) return;
+  check_module_unlocked(*this, "merge a LoRA adapter");
   torch::NoGradGuard no_grad;
   const double scale = scaling();
   const auto delta = delta_weight(scale);
@@ -109,6 +113,7 @@ void LoRALinearImpl::merge() {
 
 void LoRALinearImpl::unmerge() {
   if (!merged_) return;
+  check_module_unlocked(*this, "unmerge a LoRA adapter");
   torch::NoGradGuard no_grad;
   const auto delta = delta_weight(merged_scaling_);
   weight.copy_(weight.to(delta.scalar_type()) - delta);

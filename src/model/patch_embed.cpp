@@ -3,21 +3,22 @@
 
 namespace cvx {
 
-PatchEmbedImpl::PatchEmbedImpl(const TransformerConfig& c) : config(c) {
+PatchEmbedImpl::PatchEmbedImpl(const TransformerConfig& c, const ModuleInit& init) : config(c) {
   const int64_t dim = c.inner_dim(), p = c.patch_size;
   if (c.patch_size_t) {
     // The 1.5 projection is a Linear built with bias whatever patch_bias says (the checkpoints carry it).
-    proj_linear = register_module("proj", LoRALinear(c.in_channels * *c.patch_size_t * p * p, dim, true));
+    proj_linear = register_module("proj", LoRALinear(c.in_channels * *c.patch_size_t * p * p, dim, true, init));
   } else {
     proj_conv = register_module(
-        "proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(c.in_channels, dim, p).stride(p).bias(c.patch_bias)));
+        "proj", adopt(torch::nn::Conv2d(torch::nn::Conv2dOptions(c.in_channels, dim, p).stride(p).bias(c.patch_bias)), init));
   }
-  text_proj = register_module("text_proj", LoRALinear(c.text_embed_dim, dim));
+  text_proj = register_module("text_proj", LoRALinear(c.text_embed_dim, dim, true, init));
   if (c.use_learned_positional_embeddings) {
     const int64_t grid_h = c.sample_height / p, grid_w = c.sample_width / p;
     const int64_t frames = (c.sample_frames - 1) / c.temporal_compression_ratio + 1;
-    pos_embedding = register_buffer("pos_embedding",
-                                    torch::zeros({1, c.max_text_seq_length + frames * grid_h * grid_w, dim}));
+    const int64_t tokens = c.max_text_seq_length + frames * grid_h * grid_w;
+    pos_embedding = register_buffer("pos_embedding", new_parameter({1, tokens, dim}, init));
+    if (init.materialize) pos_embedding.zero_();
   }
 }
 

@@ -7,7 +7,6 @@
 #include "cvx/core/log.h"
 #include "cvx/io/json_file.h"
 #include "cvx/io/model_folder.h"
-#include "cvx/model/default_dtype.h"
 
 namespace cvx {
 
@@ -90,8 +89,12 @@ torch::Tensor t5_relative_position_bucket(const torch::Tensor& relative_position
   return buckets + torch::where(n < max_exact, n, large);
 }
 
-T5LayerNormImpl::T5LayerNormImpl(int64_t dim, double eps) : eps(eps) {
-  weight = register_parameter("weight", torch::ones({dim}));
+T5LayerNormImpl::T5LayerNormImpl(int64_t dim, double eps, const ModuleInit& init) : eps(eps) {
+  weight = register_parameter("weight", new_parameter({dim}, init));
+  if (init.materialize) {
+    torch::NoGradGuard no_grad;
+    weight.fill_(1.0);
+  }
 }
 
 torch::Tensor T5LayerNormImpl::forward(const torch::Tensor& x) {
@@ -101,9 +104,10 @@ torch::Tensor T5LayerNormImpl::forward(const torch::Tensor& x) {
   return weight * y;
 }
 
-T5AttentionImpl::T5AttentionImpl(const T5Config& c, bool has_relative_attention_bias) : config(c) {
+T5AttentionImpl::T5AttentionImpl(const T5Config& c, bool has_relative_attention_bias, const ModuleInit& init)
+    : config(c) {
   auto linear = [&](const char* name, int64_t in, int64_t out) {
-    return register_module(name, torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)));
+    return register_module(name, LoRALinear(in, out, /*with_bias=*/false, init));
   };
   q = linear("q", c.d_model, c.inner_dim());
   k = linear("k", c.d_model, c.inner_dim());
@@ -111,7 +115,7 @@ T5AttentionImpl::T5AttentionImpl(const T5Config& c, bool has_relative_attention_
   o = linear("o", c.inner_dim(), c.d_model);
   if (has_relative_attention_bias) {
     relative_attention_bias = register_module(
-        "relative_attention_bias", torch::nn::Embedding(c.relative_attention_num_buckets, c.num_heads));
+        "relative_attention_bias", adopt(torch::nn::Embedding(c.relative_attention_num_buckets, c.num_heads), init));
   }
 }
 
@@ -136,18 +140,19 @@ torch::Tensor T5AttentionImpl::forward(const torch::Tensor& x, const torch::Tens
   return o(out);
 }
 
-T5LayerSelfAttentionImpl::T5LayerSelfAttentionImpl(const T5Config& c, bool has_relative_attention_bias) {
-  SelfAttention = register_module("SelfAttention", T5Attention(c, has_relative_attention_bias));
-  layer_norm = register_module("layer_norm", T5LayerNorm(c.d_model, c.layer_norm_epsilon));
+T5LayerSelfAttentionImpl::T5LayerSelfAttentionImpl(const T5Config& c, bool has_relative_attention_bias,
+                                                   const ModuleInit& init) {
+  SelfAttention = register_module("SelfAttention", T5Attention(c, has_relative_attention_bias, init));
+  layer_norm = register_module("layer_norm", T5LayerNorm(c.d_model, c.layer_norm_epsilon, init));
 }
 
 torch::Tensor T5LayerSelfAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& bias) {
   return x + SelfAttention(layer_norm(x), bias);
 }
 
-T5DenseGatedActDenseImpl::T5DenseGatedActDenseImpl(const T5Config& c) {
+T5DenseGatedActDenseImpl::T5DenseGatedActDenseImpl(const T5Config& c, const ModuleInit& init) {
   auto linear = [&](const char* name, int64_t in, int64_t out) {
-    return register_module(name, torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)));
+    return register_module(name, LoRALinear(in, out, /*with_bias=*/false, init));
   };
   wi_0 = linear("wi_0", c.d_model, c.d_ff);
   wi_1 = linear("wi_1", c.d_model, c.d_ff);
@@ -163,9 +168,9 @@ torch::Tensor T5DenseGatedActDenseImpl::forward(const torch::Tensor& x) {
   return wo(h);
 }
 
-T5LayerFFImpl::T5LayerFFImpl(const T5Config& c) {
-  DenseReluDense = register_module("DenseReluDense", T5DenseGatedActDense(c));
-  layer_norm = register_module("layer_norm", T5LayerNorm(c.d_model, c.layer_norm_epsilon));
+T5LayerFFImpl::T5LayerFFImpl(const T5Config& c, const ModuleInit& init) {
+  DenseReluDense = register_module("DenseReluDense", T5DenseGatedActDense(c, init));
+  layer_norm = register_module("layer_norm", T5LayerNorm(c.d_model, c.layer_norm_epsilon, init));
 }
 
 torch::Tensor T5LayerFFImpl::forward(const torch::Tensor& x) { return x + DenseReluDense(layer_norm(x)); }
@@ -192,9 +197,9 @@ double lowest_value(torch::Dtype dtype) {
 
 }  // namespace
 
-T5BlockImpl::T5BlockImpl(const T5Config& c, bool has_relative_attention_bias) {
-  self_attention = T5LayerSelfAttention(c, has_relative_attention_bias);
-  feed_forward = T5LayerFF(c);
+T5BlockImpl::T5BlockImpl(const T5Config& c, bool has_relative_attention_bias, const ModuleInit& init) {
+  self_attention = T5LayerSelfAttention(c, has_relative_attention_bias, init);
+  feed_forward = T5LayerFF(c, init);
   layer = register_module("layer", torch::nn::ModuleList(self_attention, feed_forward));
 }
 
@@ -202,13 +207,13 @@ torch::Tensor T5BlockImpl::forward(const torch::Tensor& x, const torch::Tensor& 
   return clamp_half(feed_forward(clamp_half(self_attention(x, bias))));
 }
 
-T5StackImpl::T5StackImpl(const T5Config& c) {
+T5StackImpl::T5StackImpl(const T5Config& c, const ModuleInit& init) {
   block = register_module("block", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.num_layers; ++i) {
-    blocks.push_back(T5Block(c, /*has_relative_attention_bias=*/i == 0));
+    blocks.push_back(T5Block(c, /*has_relative_attention_bias=*/i == 0, init));
     block->push_back(blocks.back());
   }
-  final_layer_norm = register_module("final_layer_norm", T5LayerNorm(c.d_model, c.layer_norm_epsilon));
+  final_layer_norm = register_module("final_layer_norm", T5LayerNorm(c.d_model, c.layer_norm_epsilon, init));
 }
 
 torch::Tensor T5StackImpl::forward(const torch::Tensor& embeddings, const torch::Tensor& attention_mask,
@@ -231,9 +236,16 @@ torch::Tensor T5StackImpl::forward(const torch::Tensor& embeddings, const torch:
   return x;
 }
 
-T5EncoderImpl::T5EncoderImpl(const T5Config& c) : config(c) {
-  shared = register_module("shared", torch::nn::Embedding(c.vocab_size, c.d_model));
-  encoder = register_module("encoder", T5Stack(c));
+T5EncoderImpl::T5EncoderImpl(const T5Config& c, const ModuleInit& init) : config(c) {
+  // The table is handed in, so torch::nn::Embedding neither allocates nor initialises a float32 one.
+  auto table = new_parameter({c.vocab_size, c.d_model}, init);
+  if (init.materialize) {
+    torch::NoGradGuard no_grad;
+    torch::nn::init::normal_(table);
+  }
+  shared = register_module("shared",
+                           torch::nn::Embedding(torch::nn::EmbeddingOptions(c.vocab_size, c.d_model)._weight(table)));
+  encoder = register_module("encoder", T5Stack(c, init));
 }
 
 torch::Tensor T5EncoderImpl::forward(const torch::Tensor& input_ids, const std::optional<torch::Tensor>& attention_mask,
@@ -250,16 +262,14 @@ torch::Device T5EncoderImpl::device() const { return shared->weight.device(); }
 
 // ---------------------------------------------------------------- construction and loading
 
-T5Encoder make_t5_encoder(const T5Config& config, torch::Dtype dtype) {
-  lowest_value(dtype);  // rejects dtypes the encoder cannot run in
-  T5Encoder model{nullptr};
-  {
-    DefaultDtypeGuard guard(dtype);
-    model = T5Encoder(config);
-  }
-  if (dtype == torch::kHalf) {
+T5Encoder make_t5_encoder(const T5Config& config, const ModuleInit& init) {
+  lowest_value(init.dtype);  // rejects dtypes the encoder cannot run in
+  T5Encoder model(config, init);
+  if (init.dtype == torch::kHalf) {
     // transformers' _keep_in_fp32_modules = ["wo"], applied when loading in float16 (4.43: not bfloat16).
-    for (auto& b : model->encoder->blocks) b->feed_forward->DenseReluDense->wo->to(torch::kFloat);
+    ModuleInit fp32 = init;
+    fp32.dtype = torch::kFloat;
+    for (auto& b : model->encoder->blocks) apply_init(*b->feed_forward->DenseReluDense->wo, fp32);
   }
   return model;
 }
@@ -306,9 +316,10 @@ class T5EncoderWeights : public TensorSource {
 
 }  // namespace
 
-T5Encoder load_t5_encoder(const std::filesystem::path& dir, torch::Dtype dtype) {
+T5Encoder load_t5_encoder(const std::filesystem::path& dir, torch::Dtype dtype, torch::Device device) {
   const ComponentFolder folder = open_component(dir, "", /*require_weights=*/true);
-  auto model = make_t5_encoder(T5Config::from_json(folder.config, folder.config_file.string()), dtype);
+  auto model = make_t5_encoder(T5Config::from_json(folder.config, folder.config_file.string()),
+                               ModuleInit::unmaterialized(dtype, device));
   // No LoadOptions::dtype: every tensor converts into its parameter's dtype (float32 `wo` under float16).
   load_state(*model, T5EncoderWeights(folder.weights));
   model->eval();

@@ -2,13 +2,13 @@
 
 #include "cvx/core/error.h"
 #include "cvx/io/model_folder.h"
-#include "cvx/model/checkpoint.h"
+#include "cvx/core/recompute.h"
 
 namespace cvx {
 
-AdaLayerNormImpl::AdaLayerNormImpl(int64_t conditioning_dim, int64_t dim, double eps) {
-  linear = register_module("linear", LoRALinear(conditioning_dim, 2 * dim));
-  norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(eps)));
+AdaLayerNormImpl::AdaLayerNormImpl(int64_t conditioning_dim, int64_t dim, double eps, const ModuleInit& init) {
+  linear = register_module("linear", LoRALinear(conditioning_dim, 2 * dim, true, init));
+  norm = register_module("norm", adopt(torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(eps)), init));
 }
 
 torch::Tensor AdaLayerNormImpl::forward(const torch::Tensor& x, const torch::Tensor& temb) {
@@ -17,29 +17,53 @@ torch::Tensor AdaLayerNormImpl::forward(const torch::Tensor& x, const torch::Ten
   return norm->forward(x) * (1 + chunks[1]) + chunks[0];
 }
 
-CogVideoXTransformerImpl::CogVideoXTransformerImpl(const TransformerConfig& c) : config(c) {
+CogVideoXTransformerImpl::CogVideoXTransformerImpl(const TransformerConfig& c, const ModuleInit& init)
+    : config(c), compute_dtype_(init.dtype) {
   config.validate();
   const int64_t dim = c.inner_dim();
-  patch_embed = register_module("patch_embed", PatchEmbed(c));
-  time_embedding = register_module("time_embedding", TimestepEmbedding(dim, c.time_embed_dim));
-  if (c.ofs_embed_dim) ofs_embedding = register_module("ofs_embedding", TimestepEmbedding(*c.ofs_embed_dim, c.time_embed_dim));
+  patch_embed = register_module("patch_embed", PatchEmbed(c, init));
+  time_embedding = register_module("time_embedding", TimestepEmbedding(dim, c.time_embed_dim, init));
+  if (c.ofs_embed_dim)
+    ofs_embedding = register_module("ofs_embedding", TimestepEmbedding(*c.ofs_embed_dim, c.time_embed_dim, init));
   transformer_blocks = register_module("transformer_blocks", torch::nn::ModuleList());
-  for (int64_t i = 0; i < c.num_layers; ++i) transformer_blocks->push_back(TransformerBlock(c));
-  norm_final = register_module("norm_final", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(c.norm_eps)));
-  norm_out = register_module("norm_out", AdaLayerNorm(c.time_embed_dim, dim, c.norm_eps));
+  for (int64_t i = 0; i < c.num_layers; ++i) transformer_blocks->push_back(TransformerBlock(c, init));
+  norm_final = register_module(
+      "norm_final", adopt(torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(c.norm_eps)), init));
+  norm_out = register_module("norm_out", AdaLayerNorm(c.time_embed_dim, dim, c.norm_eps, init));
   const int64_t patch_volume = c.patch_size * c.patch_size * c.patch_size_t.value_or(1);
-  proj_out = register_module("proj_out", LoRALinear(dim, patch_volume * c.out_channels));
+  proj_out = register_module("proj_out", LoRALinear(dim, patch_volume * c.out_channels, true, init));
 }
 
-std::vector<std::shared_ptr<torch::nn::Module>> CogVideoXTransformerImpl::blocks() const {
-  std::vector<std::shared_ptr<torch::nn::Module>> out;
-  for (const auto& block : *transformer_blocks) out.push_back(block);
-  return out;
+std::vector<ShardingUnit> CogVideoXTransformerImpl::sharding_units() {
+  std::vector<ShardingUnit> units(1);
+  auto add = [](ShardingUnit& unit, const std::string& prefix, const torch::nn::Module& m, bool recurse) {
+    for (const auto& p : m.named_parameters(recurse)) unit.parameters.emplace_back(prefix + p.key(), p.value());
+    for (const auto& b : m.named_buffers(recurse)) unit.buffers.emplace_back(prefix + b.key(), b.value());
+  };
+  add(units[0], "", *this, /*recurse=*/false);
+  for (const auto& child : named_children())
+    if (child.key() != "transformer_blocks") add(units[0], child.key() + ".", *child.value(), true);
+  for (size_t i = 0; i < transformer_blocks->size(); ++i) {
+    ShardingUnit unit;
+    unit.name = "transformer_blocks." + std::to_string(i);
+    unit.runner_index = static_cast<int64_t>(i);
+    add(unit, unit.name + ".", *(*transformer_blocks)[i], true);
+    units.push_back(std::move(unit));
+  }
+  return units;
 }
 
-torch::Dtype CogVideoXTransformerImpl::dtype() const {
-  return time_embedding->linear_1->weight.scalar_type();
+void CogVideoXTransformerImpl::to(torch::Device device, torch::Dtype dtype, bool non_blocking) {
+  torch::nn::Module::to(device, dtype, non_blocking);
+  compute_dtype_ = dtype;
 }
+
+void CogVideoXTransformerImpl::to(torch::Dtype dtype, bool non_blocking) {
+  torch::nn::Module::to(dtype, non_blocking);
+  compute_dtype_ = dtype;
+}
+
+void CogVideoXTransformerImpl::to(torch::Device device, bool non_blocking) { torch::nn::Module::to(device, non_blocking); }
 
 torch::Tensor CogVideoXTransformerImpl::forward(const torch::Tensor& hidden_states,
                                                 const torch::Tensor& encoder_hidden_states,
@@ -82,22 +106,26 @@ torch::Tensor CogVideoXTransformerImpl::forward(const torch::Tensor& hidden_stat
   auto encoder = seq.narrow(1, 0, text_len);
   auto hidden = seq.narrow(1, text_len, seq.size(1) - text_len);
 
+  const RotaryEmbedding rope_copy = rope ? *rope : RotaryEmbedding{};
+  const bool has_rope = rope != nullptr;
   for (int64_t i = 0; i < static_cast<int64_t>(transformer_blocks->size()); ++i) {
     auto block = transformer_blocks->ptr<TransformerBlockImpl>(i);
-    if (gradient_checkpointing_ && torch::GradMode::is_enabled()) {
-      const RotaryEmbedding rope_copy = rope ? *rope : RotaryEmbedding{};
-      const bool has_rope = rope != nullptr;
-      auto outputs = checkpoint(
-          [block, rope_copy, has_rope](const torch::autograd::variable_list& in) {
-            auto [h, e] = block->forward(in[0], in[1], in[2], has_rope ? &rope_copy : nullptr);
-            return torch::autograd::variable_list{h, e};
-          },
-          {hidden, encoder, temb}, block->parameters());
-      hidden = outputs[0];
-      encoder = outputs[1];
+    // Captures by value: a checkpointed or sharded run calls it again in backward, after forward returned.
+    const UnitFn run = [block, rope_copy, has_rope](const torch::autograd::variable_list& in) {
+      auto [h, e] = block->forward(in[0], in[1], in[2], has_rope ? &rope_copy : nullptr);
+      return torch::autograd::variable_list{h, e};
+    };
+    const torch::autograd::variable_list inputs{hidden, encoder, temb};
+    torch::autograd::variable_list outputs;
+    if (block_runner_) {
+      outputs = block_runner_(i, run, inputs);
+    } else if (gradient_checkpointing_ && torch::GradMode::is_enabled()) {
+      outputs = checkpoint(run, inputs, block->parameters());
     } else {
-      std::tie(hidden, encoder) = block->forward(hidden, encoder, temb, rope);
+      outputs = run(inputs);
     }
+    hidden = outputs.at(0);
+    encoder = outputs.at(1);
     if (trace) {
       trace->record("block" + std::to_string(i) + ".hidden_states", hidden);
       trace->record("block" + std::to_string(i) + ".encoder_hidden_states", encoder);
@@ -159,8 +187,8 @@ RotaryEmbedding training_rotary_embedding(const TransformerConfig& c, int64_t la
                              std::make_pair(grid_h, grid_w));
 }
 
-CogVideoXTransformer load_transformer(const std::filesystem::path& dir, torch::Dtype dtype) {
-  return load_component_model<CogVideoXTransformer, TransformerConfig>(dir, dtype);
+CogVideoXTransformer load_transformer(const std::filesystem::path& dir, torch::Dtype dtype, torch::Device device) {
+  return load_component_model<CogVideoXTransformer, TransformerConfig>(dir, dtype, device);
 }
 
 }  // namespace cvx

@@ -6,18 +6,18 @@
 namespace cvx {
 namespace F = torch::nn::functional;
 
-TimestepEmbeddingImpl::TimestepEmbeddingImpl(int64_t in_features, int64_t time_embed_dim) {
-  linear_1 = register_module("linear_1", LoRALinear(in_features, time_embed_dim));
-  linear_2 = register_module("linear_2", LoRALinear(time_embed_dim, time_embed_dim));
+TimestepEmbeddingImpl::TimestepEmbeddingImpl(int64_t in_features, int64_t time_embed_dim, const ModuleInit& init) {
+  linear_1 = register_module("linear_1", LoRALinear(in_features, time_embed_dim, true, init));
+  linear_2 = register_module("linear_2", LoRALinear(time_embed_dim, time_embed_dim, true, init));
 }
 
 torch::Tensor TimestepEmbeddingImpl::forward(const torch::Tensor& x) {
   return linear_2->forward(torch::silu(linear_1->forward(x)));
 }
 
-LayerNormZeroImpl::LayerNormZeroImpl(int64_t conditioning_dim, int64_t dim, double eps) {
-  linear = register_module("linear", LoRALinear(conditioning_dim, 6 * dim));
-  norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(eps)));
+LayerNormZeroImpl::LayerNormZeroImpl(int64_t conditioning_dim, int64_t dim, double eps, const ModuleInit& init) {
+  linear = register_module("linear", LoRALinear(conditioning_dim, 6 * dim, true, init));
+  norm = register_module("norm", adopt(torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(eps)), init));
 }
 
 LayerNormZeroImpl::Output LayerNormZeroImpl::forward(const torch::Tensor& hidden, const torch::Tensor& encoder,
@@ -32,14 +32,14 @@ LayerNormZeroImpl::Output LayerNormZeroImpl::forward(const torch::Tensor& hidden
   return out;
 }
 
-AttentionImpl::AttentionImpl(int64_t dim, int64_t heads, int64_t head_size, bool bias)
+AttentionImpl::AttentionImpl(int64_t dim, int64_t heads, int64_t head_size, bool bias, const ModuleInit& init)
     : num_heads(heads), head_dim(head_size) {
-  norm_q = register_module("norm_q", torch::nn::LayerNorm(torch::nn::LayerNormOptions({head_dim}).eps(1e-6)));
-  norm_k = register_module("norm_k", torch::nn::LayerNorm(torch::nn::LayerNormOptions({head_dim}).eps(1e-6)));
-  to_q = register_module("to_q", LoRALinear(dim, dim, bias));
-  to_k = register_module("to_k", LoRALinear(dim, dim, bias));
-  to_v = register_module("to_v", LoRALinear(dim, dim, bias));
-  to_out_0 = LoRALinear(dim, dim, bias);
+  norm_q = register_module("norm_q", adopt(torch::nn::LayerNorm(torch::nn::LayerNormOptions({head_dim}).eps(1e-6)), init));
+  norm_k = register_module("norm_k", adopt(torch::nn::LayerNorm(torch::nn::LayerNormOptions({head_dim}).eps(1e-6)), init));
+  to_q = register_module("to_q", LoRALinear(dim, dim, bias, init));
+  to_k = register_module("to_k", LoRALinear(dim, dim, bias, init));
+  to_v = register_module("to_v", LoRALinear(dim, dim, bias, init));
+  to_out_0 = LoRALinear(dim, dim, bias, init);
   to_out = register_module("to_out", torch::nn::ModuleList(to_out_0, torch::nn::Dropout(0.0)));
 }
 
@@ -63,29 +63,29 @@ std::pair<torch::Tensor, torch::Tensor> AttentionImpl::forward(const torch::Tens
   return {o.narrow(1, text_len, seq - text_len), o.narrow(1, 0, text_len)};
 }
 
-GeluProjectionImpl::GeluProjectionImpl(int64_t in_features, int64_t out_features) {
-  proj = register_module("proj", LoRALinear(in_features, out_features));
+GeluProjectionImpl::GeluProjectionImpl(int64_t in_features, int64_t out_features, const ModuleInit& init) {
+  proj = register_module("proj", LoRALinear(in_features, out_features, true, init));
 }
 
 torch::Tensor GeluProjectionImpl::forward(const torch::Tensor& x) {
   return F::gelu(proj->forward(x), F::GELUFuncOptions().approximate("tanh"));
 }
 
-FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t inner_dim) {
-  net_0 = GeluProjection(dim, inner_dim);
-  net_2 = LoRALinear(inner_dim, dim);
+FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t inner_dim, const ModuleInit& init) {
+  net_0 = GeluProjection(dim, inner_dim, init);
+  net_2 = LoRALinear(inner_dim, dim, true, init);
   // net.1 and net.3 are parameterless dropouts; kept so child indices match the checkpoint keys.
   net = register_module("net", torch::nn::ModuleList(net_0, torch::nn::Dropout(0.0), net_2, torch::nn::Dropout(0.0)));
 }
 
 torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) { return net_2->forward(net_0->forward(x)); }
 
-TransformerBlockImpl::TransformerBlockImpl(const TransformerConfig& c) {
+TransformerBlockImpl::TransformerBlockImpl(const TransformerConfig& c, const ModuleInit& init) {
   const int64_t dim = c.inner_dim();
-  norm1 = register_module("norm1", LayerNormZero(c.time_embed_dim, dim, c.norm_eps));
-  attn1 = register_module("attn1", Attention(dim, c.num_attention_heads, c.attention_head_dim, c.attention_bias));
-  norm2 = register_module("norm2", LayerNormZero(c.time_embed_dim, dim, c.norm_eps));
-  ff = register_module("ff", FeedForward(dim, 4 * dim));
+  norm1 = register_module("norm1", LayerNormZero(c.time_embed_dim, dim, c.norm_eps, init));
+  attn1 = register_module("attn1", Attention(dim, c.num_attention_heads, c.attention_head_dim, c.attention_bias, init));
+  norm2 = register_module("norm2", LayerNormZero(c.time_embed_dim, dim, c.norm_eps, init));
+  ff = register_module("ff", FeedForward(dim, 4 * dim, init));
 }
 
 std::pair<torch::Tensor, torch::Tensor> TransformerBlockImpl::forward(const torch::Tensor& hidden,

@@ -110,10 +110,10 @@ torch::Tensor LatentDistribution::sample(at::Generator generator) const {
 
 torch::Tensor LatentDistribution::sample(uint64_t seed) const { return sample(at::detail::createCPUGenerator(seed)); }
 
-AutoencoderKLCogVideoXImpl::AutoencoderKLCogVideoXImpl(const VAEConfig& c) : config(c) {
+AutoencoderKLCogVideoXImpl::AutoencoderKLCogVideoXImpl(const VAEConfig& c, const ModuleInit& init) : config(c) {
   config.validate();
-  encoder = register_module("encoder", VAEEncoder(config));
-  decoder = register_module("decoder", VAEDecoder(config));
+  encoder = register_module("encoder", VAEEncoder(config, init));
+  decoder = register_module("decoder", VAEDecoder(config, init));
   tiling_.sample_min_height = config.sample_height / 2;
   tiling_.sample_min_width = config.sample_width / 2;
   tiling_.latent_min_height = tiling_.sample_min_height / config.spatial_compression_ratio();
@@ -223,8 +223,8 @@ torch::Tensor AutoencoderKLCogVideoXImpl::forward(const torch::Tensor& video, bo
   return decode(generator ? posterior.sample(*generator) : posterior.sample(torch::randn_like(posterior.mean)));
 }
 
-AutoencoderKLCogVideoX load_vae(const std::filesystem::path& dir, torch::Dtype dtype) {
-  return load_component_model<AutoencoderKLCogVideoX, VAEConfig>(dir, dtype);
+AutoencoderKLCogVideoX load_vae(const std::filesystem::path& dir, torch::Dtype dtype, torch::Device device) {
+  return load_component_model<AutoencoderKLCogVideoX, VAEConfig>(dir, dtype, device);
 }
 
 torch::Tensor scale_latents(const torch::Tensor& latents, const VAEConfig& config) {

@@ -37,10 +37,10 @@ torch::nn::GroupNorm group_norm(int64_t groups, int64_t channels, double eps) {
 
 }  // namespace
 
-SpatialNorm3DImpl::SpatialNorm3DImpl(int64_t channels, int64_t latent_channels, int64_t groups) {
-  norm_layer = register_module("norm_layer", group_norm(groups, channels, 1e-6));  // eps fixed in diffusers
-  conv_y = register_module("conv_y", CausalConv3d(latent_channels, channels, 1));
-  conv_b = register_module("conv_b", CausalConv3d(latent_channels, channels, 1));
+SpatialNorm3DImpl::SpatialNorm3DImpl(int64_t channels, int64_t latent_channels, int64_t groups, const ModuleInit& init) {
+  norm_layer = register_module("norm_layer", adopt(group_norm(groups, channels, 1e-6), init));  // eps fixed in diffusers
+  conv_y = register_module("conv_y", CausalConv3d(latent_channels, channels, 1, init));
+  conv_b = register_module("conv_b", CausalConv3d(latent_channels, channels, 1, init));
 }
 
 torch::Tensor SpatialNorm3DImpl::forward(const torch::Tensor& f, const torch::Tensor& zq, ConvCache& cache) {
@@ -52,18 +52,18 @@ torch::Tensor SpatialNorm3DImpl::forward(const torch::Tensor& f, const torch::Te
 }
 
 ResnetBlock3DImpl::ResnetBlock3DImpl(int64_t in_channels, int64_t out_channels, int64_t groups, double eps,
-                                     int64_t latent_channels) {
+                                     int64_t latent_channels, const ModuleInit& init) {
   if (latent_channels > 0) {
-    spatial_norm1 = register_module("norm1", SpatialNorm3D(in_channels, latent_channels, groups));
-    spatial_norm2 = register_module("norm2", SpatialNorm3D(out_channels, latent_channels, groups));
+    spatial_norm1 = register_module("norm1", SpatialNorm3D(in_channels, latent_channels, groups, init));
+    spatial_norm2 = register_module("norm2", SpatialNorm3D(out_channels, latent_channels, groups, init));
   } else {
-    group_norm1 = register_module("norm1", group_norm(groups, in_channels, eps));
-    group_norm2 = register_module("norm2", group_norm(groups, out_channels, eps));
+    group_norm1 = register_module("norm1", adopt(group_norm(groups, in_channels, eps), init));
+    group_norm2 = register_module("norm2", adopt(group_norm(groups, out_channels, eps), init));
   }
-  conv1 = register_module("conv1", CausalConv3d(in_channels, out_channels, 3));
-  conv2 = register_module("conv2", CausalConv3d(out_channels, out_channels, 3));
+  conv1 = register_module("conv1", CausalConv3d(in_channels, out_channels, 3, init));
+  conv2 = register_module("conv2", CausalConv3d(out_channels, out_channels, 3, init));
   if (in_channels != out_channels)
-    conv_shortcut = register_module("conv_shortcut", SafeConv3d(in_channels, out_channels, 1, 0));
+    conv_shortcut = register_module("conv_shortcut", SafeConv3d(in_channels, out_channels, 1, 0, init));
 }
 
 torch::Tensor ResnetBlock3DImpl::norm(int index, const torch::Tensor& x, const torch::Tensor& zq, ConvCache& cache) {
@@ -83,8 +83,8 @@ torch::Tensor ResnetBlock3DImpl::forward(const torch::Tensor& x, const torch::Te
   return h.add_(conv_shortcut ? conv_shortcut->forward(x) : x);
 }
 
-Downsample3DImpl::Downsample3DImpl(int64_t channels, bool compress) : compress_time(compress) {
-  conv = register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 3).stride(2)));
+Downsample3DImpl::Downsample3DImpl(int64_t channels, bool compress, const ModuleInit& init) : compress_time(compress) {
+  conv = register_module("conv", adopt(torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 3).stride(2)), init));
 }
 
 torch::Tensor Downsample3DImpl::forward(const torch::Tensor& input) {
@@ -100,8 +100,8 @@ torch::Tensor Downsample3DImpl::forward(const torch::Tensor& input) {
   return per_frame(conv, torch::constant_pad_nd(x, {0, 1, 0, 1}));  // zero pad right and bottom
 }
 
-Upsample3DImpl::Upsample3DImpl(int64_t channels, bool compress) : compress_time(compress) {
-  conv = register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 3).padding(1)));
+Upsample3DImpl::Upsample3DImpl(int64_t channels, bool compress, const ModuleInit& init) : compress_time(compress) {
+  conv = register_module("conv", adopt(torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 3).padding(1)), init));
 }
 
 torch::Tensor Upsample3DImpl::forward(const torch::Tensor& x) {
@@ -111,14 +111,16 @@ torch::Tensor Upsample3DImpl::forward(const torch::Tensor& x) {
 }
 
 VAEBlockImpl::VAEBlockImpl(int64_t in_channels, int64_t out_channels, int64_t num_resnets, int64_t groups, double eps,
-                           int64_t latent_channels, Resample resample, bool compress_time) {
+                           int64_t latent_channels, Resample resample, bool compress_time, const ModuleInit& init) {
   resnets = register_module("resnets", torch::nn::ModuleList());
   for (int64_t i = 0; i < num_resnets; ++i)
-    resnets->push_back(ResnetBlock3D(i == 0 ? in_channels : out_channels, out_channels, groups, eps, latent_channels));
+    resnets->push_back(
+        ResnetBlock3D(i == 0 ? in_channels : out_channels, out_channels, groups, eps, latent_channels, init));
   if (resample == Resample::down)
-    downsamplers = register_module("downsamplers", torch::nn::ModuleList(Downsample3D(out_channels, compress_time)));
+    downsamplers =
+        register_module("downsamplers", torch::nn::ModuleList(Downsample3D(out_channels, compress_time, init)));
   if (resample == Resample::up)
-    upsamplers = register_module("upsamplers", torch::nn::ModuleList(Upsample3D(out_channels, compress_time)));
+    upsamplers = register_module("upsamplers", torch::nn::ModuleList(Upsample3D(out_channels, compress_time, init)));
 }
 
 torch::Tensor VAEBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& zq, ConvCache& cache) {

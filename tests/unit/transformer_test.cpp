@@ -1,6 +1,10 @@
 // Properties of the transformer that the golden set does not pin down.
 #include <gtest/gtest.h>
 
+#include <numeric>
+
+#include "cvx/core/module_lock.h"
+#include "cvx/core/tensor_storage.h"
 #include "cvx/io/model_folder.h"
 #include "cvx/model/lora.h"
 #include "cvx/model/tiny_pipeline.h"
@@ -184,4 +188,163 @@ TEST(Transformer, Fp16WhereTheBackendHasKernels) {
     if (std::string(e.what()).find("Half") == std::string::npos) throw;
     GTEST_SKIP() << "no fp16 kernels on this backend: " << std::string(e.what()).substr(0, 80);
   }
+}
+
+// ---------------------------------------------------------------- the seam for the sharding engine
+
+TEST(TransformerSeam, BlockRunnerRunsEveryBlockInOrderWithAndWithoutGradients) {
+  auto m = cvx::make_tiny_transformer("1.5-t2v", 8);
+  const Batch b = batch_for(m->config);
+  torch::Tensor reference;
+  {
+    torch::NoGradGuard no_grad;
+    reference = run(m, b);
+  }
+  std::vector<int64_t> seen;
+  m->set_block_runner([&](int64_t index, const cvx::UnitFn& fn, const torch::autograd::variable_list& inputs) {
+    seen.push_back(index);
+    EXPECT_EQ(inputs.size(), 3u);  // hidden, encoder, temb
+    return fn(inputs);
+  });
+  std::vector<int64_t> expected(m->config.num_layers);
+  std::iota(expected.begin(), expected.end(), 0);
+  {
+    torch::NoGradGuard no_grad;
+    EXPECT_TRUE(torch::equal(run(m, b), reference));
+  }
+  EXPECT_EQ(seen, expected);
+  seen.clear();
+  const auto out = run(m, b);  // gradient path: the runner is used there too
+  EXPECT_TRUE(out.requires_grad());
+  EXPECT_TRUE(torch::equal(out.detach(), reference));
+  EXPECT_EQ(seen, expected);
+  m->set_block_runner({});
+  seen.clear();
+  run(m, b);
+  EXPECT_TRUE(seen.empty());
+}
+
+TEST(TransformerSeam, ShardingUnitsHoldEveryParameterAndBufferOnceUnderItsCheckpointKey) {
+  for (const auto& v : kVariants) {
+    SCOPED_TRACE(v);
+    auto m = cvx::make_tiny_transformer(v, 9);
+    cvx::LoraConfig lora;
+    lora.rank = 2;
+    lora.alpha = 2;
+    lora.target_modules = {"to_q", "proj_out"};  // a root layer too
+    cvx::inject_lora(*m, lora);
+    const auto units = m->sharding_units();
+    ASSERT_EQ(static_cast<int64_t>(units.size()), m->config.num_layers + 1);
+    EXPECT_EQ(units[0].runner_index, -1);
+    std::map<std::string, const torch::TensorImpl*> listed;
+    for (size_t u = 0; u < units.size(); ++u) {
+      if (u > 0) {
+        EXPECT_EQ(units[u].runner_index, static_cast<int64_t>(u - 1));
+        EXPECT_EQ(units[u].name, "transformer_blocks." + std::to_string(u - 1));
+      }
+      for (const auto* list : {&units[u].parameters, &units[u].buffers})
+        for (const auto& [name, t] : *list) {
+          EXPECT_TRUE(listed.emplace(name, t.unsafeGetTensorImpl()).second) << "listed twice: " << name;
+          if (u > 0) EXPECT_EQ(name.rfind(units[u].name + ".", 0), 0u) << name;
+        }
+    }
+    const auto state = cvx::module_state(*m);
+    EXPECT_EQ(listed.size(), state.size());
+    for (const auto& [name, t] : state) {
+      ASSERT_TRUE(listed.count(name)) << "not in any unit: " << name;
+      EXPECT_EQ(listed[name], t.unsafeGetTensorImpl()) << name << " is listed as another tensor";
+    }
+    EXPECT_TRUE(listed.count("proj_out.lora_A.weight"));
+  }
+}
+
+// The 5b shape at full size (about 5.6 B parameters) built on the CPU: nothing is allocated, yet
+// every shape is there for the sharding engine to plan with.
+TEST(TransformerSeam, UnmaterializedConstructionAllocatesNothing) {
+  auto m = cvx::CogVideoXTransformer(cvx::cogvideox_5b(), cvx::ModuleInit::unmaterialized(torch::kBFloat16));
+  int64_t numel = 0;
+  size_t bytes = 0;
+  for (const auto& [name, t] : cvx::module_state(*m)) {
+    EXPECT_FALSE(cvx::is_materialized(t)) << name;
+    EXPECT_EQ(t.scalar_type(), torch::kBFloat16) << name;
+    numel += t.numel();
+    bytes += t.storage().nbytes();
+  }
+  EXPECT_EQ(bytes, 0u);
+  EXPECT_GT(numel, int64_t{5'000'000'000});
+  EXPECT_EQ(m->dtype(), torch::kBFloat16);
+  // Adapters can still be added (they are small and materialised) before the engine flattens.
+  cvx::LoraConfig lora;
+  lora.rank = 4;
+  lora.alpha = 4;
+  cvx::inject_lora(*m, lora);
+  EXPECT_TRUE(cvx::is_materialized(m->transformer_blocks->ptr<cvx::TransformerBlockImpl>(0)->attn1->to_q->lora_A->weight));
+}
+
+TEST(TransformerSeam, ComputeDtypeIsHeldExplicitly) {
+  auto m = cvx::make_tiny_transformer("5b", 10);
+  EXPECT_EQ(m->dtype(), torch::kFloat32);
+  m->set_compute_dtype(torch::kBFloat16);  // e.g. fp32 masters, bf16 compute copies swapped in by an engine
+  EXPECT_EQ(m->dtype(), torch::kBFloat16);
+  EXPECT_EQ(m->time_embedding->linear_1->weight.scalar_type(), torch::kFloat32);
+  m->to(torch::kBFloat16);
+  EXPECT_EQ(m->dtype(), torch::kBFloat16);
+}
+
+TEST(TransformerSeam, LockedModelRefusesStructureChangesWithTheReason) {
+  auto m = cvx::make_tiny_transformer("5b", 11);
+  cvx::LoraConfig lora;
+  lora.rank = 2;
+  lora.alpha = 2;
+  cvx::inject_lora(*m, lora);
+  const auto dir = cvx::test::scratch_dir("locked_model");
+  cvx::save_safetensors(dir / "w.safetensors", cvx::module_state(*m));
+  const auto weights = cvx::SafetensorsFile::open(dir / "w.safetensors");
+  cvx::lock_module_structure(*m, "flattened by the test");
+  auto expect_refusal = [](const std::function<void()>& fn, const std::string& action) {
+    try {
+      fn();
+      ADD_FAILURE() << "not refused: " << action;
+    } catch (const cvx::Error& e) {
+      EXPECT_NE(e.message().find(action), std::string::npos) << e.message();
+      EXPECT_NE(e.message().find("flattened by the test"), std::string::npos) << e.message();
+    }
+  };
+  expect_refusal([&] { cvx::inject_lora(*m, lora); }, "add a LoRA adapter");
+  expect_refusal([&] { cvx::merge_lora(*m); }, "merge a LoRA adapter");
+  expect_refusal([&] { cvx::remove_lora(*m); }, "remove a LoRA adapter");
+  expect_refusal([&] { cvx::load_state(*m, *weights); }, "load weights");
+  cvx::set_lora_multiplier(*m, 0.5);  // strength is no structure change
+  cvx::unlock_module_structure(*m);
+  cvx::merge_lora(*m);
+  cvx::unmerge_lora(*m);
+  cvx::load_state(*m, *weights);
+}
+
+// Dropout masks drawn in forward are drawn again, identically, when a checkpointed block is
+// recomputed in backward (the generator state is replayed), so LoRA dropout trains correctly.
+TEST(TransformerSeam, CheckpointingWithLoraDropoutGivesTheGradientsOfNoCheckpointing) {
+  auto m = cvx::make_tiny_transformer("5b", 12);
+  cvx::LoraConfig lora;
+  lora.rank = 4;
+  lora.alpha = 4;
+  lora.dropout = 0.5;
+  cvx::inject_lora(*m, lora);
+  cvx::mark_only_lora_trainable(*m);
+  for (auto& p : cvx::lora_parameters(*m)) p.data().normal_(0, 0.1);
+  m->train();
+  const Batch b = batch_for(m->config);
+  auto gradients = [&](bool checkpointing) {
+    m->zero_grad();
+    m->set_gradient_checkpointing(checkpointing);
+    torch::manual_seed(77);
+    run(m, b).pow(2).mean().backward();
+    std::vector<torch::Tensor> grads;
+    for (const auto& p : cvx::lora_parameters(*m)) grads.push_back(p.grad().clone());
+    return grads;
+  };
+  const auto plain = gradients(false);
+  const auto recomputed = gradients(true);
+  for (size_t i = 0; i < plain.size(); ++i)
+    EXPECT_TRUE(torch::allclose(plain[i], recomputed[i], 1e-5, 1e-7)) << "adapter gradient " << i;
 }

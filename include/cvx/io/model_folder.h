@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "cvx/io/safetensors.h"
-#include "cvx/model/default_dtype.h"
+#include "cvx/model/module_init.h"
 
 namespace cvx {
 
@@ -69,21 +69,21 @@ struct LoadReport {
 
 // Copies every parameter and buffer of `module` from `source` by name. Each tensor is converted
 // straight from the mapped file into the parameter's storage (no second copy of the model), so a
-// checkpoint can be loaded in bf16 with little more memory than the bf16 model. With strict,
-// missing, unexpected and shape-mismatched keys are reported together in one FormatError.
+// checkpoint can be loaded in bf16 with little more memory than the bf16 model; unmaterialised
+// parameters (ModuleInit::materialize = false) get their storage here, one at a time. With
+// strict, missing, unexpected and shape-mismatched keys are reported together in one FormatError.
+// Refused on a module whose structure is locked (flattened by the sharding engine: it loads
+// shards itself).
 LoadReport load_state(torch::nn::Module& module, const TensorSource& source, const LoadOptions& options = {});
 
-// Builds `Model` (a module holder constructible from `Config`) from a component folder: config via
-// `Config::from_json`, parameters created in `dtype`, weights loaded strictly.
+// Builds `Model` (a module holder constructible from `Config` and a ModuleInit) from a component
+// folder: config via `Config::from_json`, parameters created unmaterialised in `dtype` on `device`
+// (no random initialisation), then loaded strictly.
 template <class Model, class Config>
-Model load_component_model(const std::filesystem::path& dir, torch::Dtype dtype) {
+Model load_component_model(const std::filesystem::path& dir, torch::Dtype dtype, torch::Device device = torch::kCPU) {
   const ComponentFolder folder = open_component(dir, "", /*require_weights=*/true);
   const auto config = Config::from_json(folder.config, folder.config_file.string());
-  Model model{nullptr};
-  {
-    DefaultDtypeGuard guard(dtype);
-    model = Model(config);
-  }
+  Model model(config, ModuleInit::unmaterialized(dtype, device));
   LoadOptions options;
   options.dtype = dtype;
   load_state(*model, *folder.weights, options);

@@ -16,13 +16,16 @@
 
 #include <cstdint>
 
+#include "cvx/model/module_init.h"
+
 namespace cvx {
 
 class LoRALinearImpl : public torch::nn::Module {
  public:
-  // weight [out, in] and bias [out] initialised like nn.Linear (kaiming_uniform a=sqrt(5), bias
-  // U(-1/sqrt(in), 1/sqrt(in))). Without bias no "bias" parameter is registered.
-  LoRALinearImpl(int64_t in_features, int64_t out_features, bool with_bias = true);
+  // weight [out, in] and bias [out] in init's dtype and device, initialised like nn.Linear
+  // (kaiming_uniform a=sqrt(5), bias U(-1/sqrt(in), 1/sqrt(in))) or left unmaterialised. Without
+  // bias no "bias" parameter is registered.
+  LoRALinearImpl(int64_t in_features, int64_t out_features, bool with_bias = true, const ModuleInit& init = {});
 
   // x [..., in] -> [..., out] in the dtype of linear(x, weight, bias).
   torch::Tensor forward(const torch::Tensor& x);

@@ -13,6 +13,9 @@
 #include <string>
 #include <vector>
 
+#include "cvx/model/lora_linear.h"
+#include "cvx/model/module_init.h"
+
 namespace cvx {
 
 // The fields of `text_encoder/config.json` the encoder uses, with transformers' T5Config defaults.
@@ -41,7 +44,7 @@ torch::Tensor t5_relative_position_bucket(const torch::Tensor& relative_position
 
 // T5LayerNorm: scale only, no mean subtraction; the variance is always computed in float32.
 struct T5LayerNormImpl : torch::nn::Module {
-  T5LayerNormImpl(int64_t dim, double eps);
+  T5LayerNormImpl(int64_t dim, double eps, const ModuleInit& init = {});
   torch::Tensor forward(const torch::Tensor& x);  // [..., D] -> [..., D] in the weight's dtype (or float32)
   torch::Tensor weight;
   double eps;
@@ -50,19 +53,19 @@ TORCH_MODULE(T5LayerNorm);
 
 // `SelfAttention`: no 1/sqrt(d) scaling (folded into the weights), additive position bias.
 struct T5AttentionImpl : torch::nn::Module {
-  T5AttentionImpl(const T5Config& config, bool has_relative_attention_bias);
+  T5AttentionImpl(const T5Config& config, bool has_relative_attention_bias, const ModuleInit& init = {});
   // x [B, L, D], bias [1 or B, H, L, L] -> [B, L, D]
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& bias);
   torch::Tensor compute_bias(int64_t query_length, int64_t key_length);  // [1, H, Lq, Lk]
   T5Config config;
-  torch::nn::Linear q{nullptr}, k{nullptr}, v{nullptr}, o{nullptr};
+  LoRALinear q{nullptr}, k{nullptr}, v{nullptr}, o{nullptr};  // bias-free linear layers
   torch::nn::Embedding relative_attention_bias{nullptr};  // block 0 only
 };
 TORCH_MODULE(T5Attention);
 
 // `layer.0`: pre-norm self-attention with a residual connection.
 struct T5LayerSelfAttentionImpl : torch::nn::Module {
-  T5LayerSelfAttentionImpl(const T5Config& config, bool has_relative_attention_bias);
+  T5LayerSelfAttentionImpl(const T5Config& config, bool has_relative_attention_bias, const ModuleInit& init = {});
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& bias);  // [B, L, D] -> [B, L, D]
   T5Attention SelfAttention{nullptr};
   T5LayerNorm layer_norm{nullptr};
@@ -72,15 +75,15 @@ TORCH_MODULE(T5LayerSelfAttention);
 // `DenseReluDense`: wo(gelu_new(wi_0 x) * wi_1 x). `wo` may be kept in float32 under a float16 model
 // (transformers' _keep_in_fp32_modules); its output then promotes the residual stream to float32.
 struct T5DenseGatedActDenseImpl : torch::nn::Module {
-  explicit T5DenseGatedActDenseImpl(const T5Config& config);
+  explicit T5DenseGatedActDenseImpl(const T5Config& config, const ModuleInit& init = {});
   torch::Tensor forward(const torch::Tensor& x);  // [B, L, D] -> [B, L, D] in wo's dtype
-  torch::nn::Linear wi_0{nullptr}, wi_1{nullptr}, wo{nullptr};
+  LoRALinear wi_0{nullptr}, wi_1{nullptr}, wo{nullptr};
 };
 TORCH_MODULE(T5DenseGatedActDense);
 
 // `layer.1`: pre-norm feed-forward with a residual connection.
 struct T5LayerFFImpl : torch::nn::Module {
-  explicit T5LayerFFImpl(const T5Config& config);
+  explicit T5LayerFFImpl(const T5Config& config, const ModuleInit& init = {});
   torch::Tensor forward(const torch::Tensor& x);  // [B, L, D] -> [B, L, D]
   T5DenseGatedActDense DenseReluDense{nullptr};
   T5LayerNorm layer_norm{nullptr};
@@ -89,7 +92,7 @@ TORCH_MODULE(T5LayerFF);
 
 // `encoder.block.{i}`.
 struct T5BlockImpl : torch::nn::Module {
-  T5BlockImpl(const T5Config& config, bool has_relative_attention_bias);
+  T5BlockImpl(const T5Config& config, bool has_relative_attention_bias, const ModuleInit& init = {});
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& bias);  // [B, L, D] -> [B, L, D]
   T5LayerSelfAttention self_attention{nullptr};
   T5LayerFF feed_forward{nullptr};
@@ -99,7 +102,7 @@ TORCH_MODULE(T5Block);
 
 // `encoder` (T5Stack without its embedding).
 struct T5StackImpl : torch::nn::Module {
-  explicit T5StackImpl(const T5Config& config);
+  explicit T5StackImpl(const T5Config& config, const ModuleInit& init = {});
   // embeddings [B, L, D], attention_mask [B, L] or undefined -> [B, L, D]
   torch::Tensor forward(const torch::Tensor& embeddings, const torch::Tensor& attention_mask,
                         std::vector<torch::Tensor>* hidden_states);
@@ -110,7 +113,7 @@ struct T5StackImpl : torch::nn::Module {
 TORCH_MODULE(T5Stack);
 
 struct T5EncoderImpl : torch::nn::Module {
-  explicit T5EncoderImpl(const T5Config& config);
+  explicit T5EncoderImpl(const T5Config& config, const ModuleInit& init = {});
 
   // input_ids [B, L] int64 -> last_hidden_state [B, L, D]. Without a mask (how the CogVideoX pipelines
   // call it) every position, padding included, attends to every other; with attention_mask [B, L]
@@ -127,13 +130,15 @@ struct T5EncoderImpl : torch::nn::Module {
 };
 TORCH_MODULE(T5Encoder);
 
-// A randomly initialised encoder in `dtype` (see load_t5_encoder for float16).
-T5Encoder make_t5_encoder(const T5Config& config, torch::Dtype dtype = torch::kFloat32);
+// An encoder in init's dtype and device, randomly initialised or unmaterialised (see
+// load_t5_encoder for float16).
+T5Encoder make_t5_encoder(const T5Config& config, const ModuleInit& init = {});
 
 // Loads `text_encoder/` of a diffusers folder (transformers layout: config.json + model.safetensors,
 // single or sharded) strictly in `dtype` (float32, bfloat16 or float16). The embedding may be stored
 // as `shared.weight`, `encoder.embed_tokens.weight` or both; `decoder.*` and `lm_head.*` are ignored
 // (with a log line). Under float16 the `wo` projections stay float32, as transformers keeps them.
-T5Encoder load_t5_encoder(const std::filesystem::path& dir, torch::Dtype dtype = torch::kBFloat16);
+T5Encoder load_t5_encoder(const std::filesystem::path& dir, torch::Dtype dtype = torch::kBFloat16,
+                          torch::Device device = torch::kCPU);
 
 }  // namespace cvx

@@ -9,8 +9,10 @@
 #include <string>
 #include <vector>
 
+#include "cvx/core/sharding_unit.h"
 #include "cvx/model/embeddings.h"
 #include "cvx/model/lora_linear.h"
+#include "cvx/model/module_init.h"
 #include "cvx/model/transformer_config.h"
 
 namespace cvx {
@@ -23,7 +25,7 @@ struct TransformerTrace {
 
 // `time_embedding` / `ofs_embedding`: linear_2(SiLU(linear_1(x))).
 struct TimestepEmbeddingImpl : torch::nn::Module {
-  TimestepEmbeddingImpl(int64_t in_features, int64_t time_embed_dim);
+  TimestepEmbeddingImpl(int64_t in_features, int64_t time_embed_dim, const ModuleInit& init = {});
   torch::Tensor forward(const torch::Tensor& x);  // [B, in] -> [B, E]
   LoRALinear linear_1{nullptr}, linear_2{nullptr};
 };
@@ -31,7 +33,7 @@ TORCH_MODULE(TimestepEmbedding);
 
 // `norm1` / `norm2` (CogVideoXLayerNormZero): one LayerNorm, separate modulation of video and text.
 struct LayerNormZeroImpl : torch::nn::Module {
-  LayerNormZeroImpl(int64_t conditioning_dim, int64_t dim, double eps);
+  LayerNormZeroImpl(int64_t conditioning_dim, int64_t dim, double eps, const ModuleInit& init = {});
   struct Output {
     torch::Tensor hidden, encoder, gate, encoder_gate;  // [B, N, D], [B, L, D], [B, 1, D], [B, 1, D]
   };
@@ -43,7 +45,7 @@ TORCH_MODULE(LayerNormZero);
 
 // `attn1`: joint self-attention over [text; video] with q/k LayerNorm and RoPE on video tokens.
 struct AttentionImpl : torch::nn::Module {
-  AttentionImpl(int64_t dim, int64_t num_heads, int64_t head_dim, bool bias);
+  AttentionImpl(int64_t dim, int64_t num_heads, int64_t head_dim, bool bias, const ModuleInit& init = {});
   // hidden [B, N, D], encoder [B, L, D] -> (video [B, N, D], text [B, L, D])
   std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& hidden, const torch::Tensor& encoder,
                                                   const RotaryEmbedding* rope);
@@ -56,7 +58,7 @@ TORCH_MODULE(Attention);
 
 // `ff.net.0` (GELU with its projection).
 struct GeluProjectionImpl : torch::nn::Module {
-  GeluProjectionImpl(int64_t in_features, int64_t out_features);
+  GeluProjectionImpl(int64_t in_features, int64_t out_features, const ModuleInit& init = {});
   torch::Tensor forward(const torch::Tensor& x);
   LoRALinear proj{nullptr};
 };
@@ -64,7 +66,7 @@ TORCH_MODULE(GeluProjection);
 
 // `ff`: net.2(GELU_tanh(net.0.proj(x))).
 struct FeedForwardImpl : torch::nn::Module {
-  FeedForwardImpl(int64_t dim, int64_t inner_dim);
+  FeedForwardImpl(int64_t dim, int64_t inner_dim, const ModuleInit& init = {});
   torch::Tensor forward(const torch::Tensor& x);
   GeluProjection net_0{nullptr};
   LoRALinear net_2{nullptr};
@@ -74,7 +76,7 @@ TORCH_MODULE(FeedForward);
 
 // `transformer_blocks.{i}`: the sharding and checkpointing unit.
 struct TransformerBlockImpl : torch::nn::Module {
-  TransformerBlockImpl(const TransformerConfig& config);
+  TransformerBlockImpl(const TransformerConfig& config, const ModuleInit& init = {});
   // hidden [B, N, D], encoder [B, L, D], temb [B, E] -> (hidden, encoder)
   std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& hidden, const torch::Tensor& encoder,
                                                   const torch::Tensor& temb, const RotaryEmbedding* rope);
@@ -86,7 +88,7 @@ TORCH_MODULE(TransformerBlock);
 
 // `patch_embed` (CogVideoXPatchEmbed).
 struct PatchEmbedImpl : torch::nn::Module {
-  explicit PatchEmbedImpl(const TransformerConfig& config);
+  explicit PatchEmbedImpl(const TransformerConfig& config, const ModuleInit& init = {});
   // video [B, T, C, H, W], text [B, L, Tx] -> [B, L + N, D] (text first), positional table added
   torch::Tensor forward(const torch::Tensor& text, const torch::Tensor& video);
   TransformerConfig config;
@@ -102,7 +104,7 @@ TORCH_MODULE(PatchEmbed);
 
 // `norm_out` (AdaLayerNorm): shift then scale, both from temb.
 struct AdaLayerNormImpl : torch::nn::Module {
-  AdaLayerNormImpl(int64_t conditioning_dim, int64_t dim, double eps);
+  AdaLayerNormImpl(int64_t conditioning_dim, int64_t dim, double eps, const ModuleInit& init = {});
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& temb);
   LoRALinear linear{nullptr};
   torch::nn::LayerNorm norm{nullptr};
@@ -110,7 +112,9 @@ struct AdaLayerNormImpl : torch::nn::Module {
 TORCH_MODULE(AdaLayerNorm);
 
 struct CogVideoXTransformerImpl : torch::nn::Module {
-  explicit CogVideoXTransformerImpl(const TransformerConfig& config);
+  // Parameters in init.dtype on init.device, initialised or unmaterialised (load_state or the
+  // sharding engine fills them); init.dtype is the compute dtype.
+  explicit CogVideoXTransformerImpl(const TransformerConfig& config, const ModuleInit& init = {});
 
   // hidden_states [B, T, Cin, H, W] latents, encoder_hidden_states [B, L, Tx], timestep [B],
   // ofs [1] or [B] (1.5-I2V), rope tables for the video tokens (RoPE variants) -> [B, T, Cout, H, W]
@@ -118,12 +122,27 @@ struct CogVideoXTransformerImpl : torch::nn::Module {
                         const torch::Tensor& timestep, const std::optional<torch::Tensor>& ofs = std::nullopt,
                         const RotaryEmbedding* rope = nullptr, TransformerTrace* trace = nullptr);
 
-  // Recompute each block in backward instead of keeping its activations.
+  // Recompute each block in backward instead of keeping its activations (the default runner).
   void set_gradient_checkpointing(bool enabled) { gradient_checkpointing_ = enabled; }
   bool gradient_checkpointing() const { return gradient_checkpointing_; }
-  // The blocks, in order: the units a sharding layer wraps (everything else is the root unit).
-  std::vector<std::shared_ptr<torch::nn::Module>> blocks() const;
-  torch::Dtype dtype() const;
+
+  // The seam for a sharding engine (which this model knows nothing of). Every block runs as
+  // runner(i, block i's function, {hidden, encoder, temb}) -> {hidden, encoder}, with and without
+  // gradients; an empty runner restores the default (direct, or checkpointed when enabled).
+  void set_block_runner(UnitRunner runner) { block_runner_ = std::move(runner); }
+  // Every unit: the root (patch and time embeddings, norm_final, norm_out, proj_out; runner index
+  // -1) first, then transformer_blocks.{i} (runner index i). Together they hold every parameter
+  // and buffer exactly once, under its checkpoint key. Call after adapters are added.
+  std::vector<ShardingUnit> sharding_units();
+
+  // The dtype activations are computed in. Held explicitly, not read off a weight: under a
+  // mixed-precision policy the weights the model sees may be views in another dtype's buffers.
+  torch::Dtype dtype() const { return compute_dtype_; }
+  void set_compute_dtype(torch::Dtype dtype) { compute_dtype_ = dtype; }
+  // Module::to, keeping the compute dtype in step.
+  void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Device device, bool non_blocking = false) override;
 
   TransformerConfig config;
   PatchEmbed patch_embed{nullptr};
@@ -136,6 +155,8 @@ struct CogVideoXTransformerImpl : torch::nn::Module {
 
  private:
   bool gradient_checkpointing_ = false;
+  UnitRunner block_runner_;
+  torch::Dtype compute_dtype_ = torch::kFloat32;
 };
 TORCH_MODULE(CogVideoXTransformer);
 
@@ -150,7 +171,8 @@ RotaryEmbedding training_rotary_embedding(const TransformerConfig& config, int64
                                           int64_t latent_frames);
 
 // Loads `transformer/` of a diffusers folder (config.json + single or sharded safetensors),
-// strictly, in `dtype`.
-CogVideoXTransformer load_transformer(const std::filesystem::path& dir, torch::Dtype dtype = torch::kFloat32);
+// strictly, in `dtype` on `device`.
+CogVideoXTransformer load_transformer(const std::filesystem::path& dir, torch::Dtype dtype = torch::kFloat32,
+                                      torch::Device device = torch::kCPU);
 
 }  // namespace cvx

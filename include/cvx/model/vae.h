@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "cvx/model/module_init.h"
 #include "cvx/model/vae_config.h"
 
 namespace cvx {
@@ -32,7 +33,8 @@ std::vector<std::pair<int64_t, int64_t>> frame_batches(int64_t frames, int64_t b
 // CogVideoXSafeConv3d (`conv_shortcut`, and `conv` inside every causal conv): a Conv3d with spatial
 // zero padding that, like diffusers, splits inputs it estimates above 2 GiB along time.
 struct SafeConv3dImpl : torch::nn::Conv3dImpl {
-  SafeConv3dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t spatial_padding);
+  SafeConv3dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t spatial_padding,
+                 const ModuleInit& init = {});
   torch::Tensor forward(const torch::Tensor& x);  // [B, C, T, H, W] -> [B, C', T - kt + 1, H, W]
   int64_t spatial_padding;
 };
@@ -41,7 +43,7 @@ TORCH_MODULE(SafeConv3d);
 // CogVideoXCausalConv3d: stride 1, "same" in H/W, causal in T (context = the cached frames of the
 // previous batch, else the first frame repeated).
 struct CausalConv3dImpl : torch::nn::Module {
-  CausalConv3dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel);
+  CausalConv3dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel, const ModuleInit& init = {});
   torch::Tensor forward(const torch::Tensor& x, ConvCache& cache);  // [B, C, T, H, W] -> [B, C', T, H, W]
   int64_t time_kernel;
   SafeConv3d conv{nullptr};
@@ -51,7 +53,7 @@ TORCH_MODULE(CausalConv3d);
 // CogVideoXSpatialNorm3D (decoder): GroupNorm(f) * conv_y(zq') + conv_b(zq'), zq' = the latent
 // batch resized (nearest) to f's frames and size, its first frame kept apart when f's frame count is odd.
 struct SpatialNorm3DImpl : torch::nn::Module {
-  SpatialNorm3DImpl(int64_t channels, int64_t latent_channels, int64_t groups);
+  SpatialNorm3DImpl(int64_t channels, int64_t latent_channels, int64_t groups, const ModuleInit& init = {});
   // f [B, C, T, H, W], zq [B, Cz, t, h, w] -> [B, C, T, H, W]
   torch::Tensor forward(const torch::Tensor& f, const torch::Tensor& zq, ConvCache& cache);
   torch::nn::GroupNorm norm_layer{nullptr};
@@ -62,7 +64,8 @@ TORCH_MODULE(SpatialNorm3D);
 // CogVideoXResnetBlock3D: GroupNorm (encoder) or SpatialNorm3D (decoder, latent_channels > 0) norms,
 // causal 3x3x3 convs, 1x1x1 conv shortcut when the channel count changes.
 struct ResnetBlock3DImpl : torch::nn::Module {
-  ResnetBlock3DImpl(int64_t in_channels, int64_t out_channels, int64_t groups, double eps, int64_t latent_channels);
+  ResnetBlock3DImpl(int64_t in_channels, int64_t out_channels, int64_t groups, double eps, int64_t latent_channels,
+                    const ModuleInit& init = {});
   // x [B, Cin, T, H, W], zq: latent batch (decoder) or undefined -> [B, Cout, T, H, W]
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& zq, ConvCache& cache);
   torch::nn::GroupNorm group_norm1{nullptr}, group_norm2{nullptr};  // encoder `norm1`, `norm2`
@@ -78,7 +81,7 @@ TORCH_MODULE(ResnetBlock3D);
 // CogVideoXDownsample3D (`downsamplers.0`): optional 2x average pooling in time (an odd first frame
 // is kept apart), then a per-frame 3x3 stride-2 conv after zero padding right and bottom.
 struct Downsample3DImpl : torch::nn::Module {
-  Downsample3DImpl(int64_t channels, bool compress_time);
+  Downsample3DImpl(int64_t channels, bool compress_time, const ModuleInit& init = {});
   torch::Tensor forward(const torch::Tensor& x);  // [B, C, T, H, W] -> [B, C, T', H/2, W/2]
   bool compress_time;
   torch::nn::Conv2d conv{nullptr};
@@ -88,7 +91,7 @@ TORCH_MODULE(Downsample3D);
 // CogVideoXUpsample3D (`upsamplers.0`): nearest 2x in H/W and, with compress_time, in time (an odd
 // first frame stays single: T -> 2T - 1), then a per-frame 3x3 conv.
 struct Upsample3DImpl : torch::nn::Module {
-  Upsample3DImpl(int64_t channels, bool compress_time);
+  Upsample3DImpl(int64_t channels, bool compress_time, const ModuleInit& init = {});
   torch::Tensor forward(const torch::Tensor& x);  // [B, C, T, H, W] -> [B, C, T', 2H, 2W]
   bool compress_time;
   torch::nn::Conv2d conv{nullptr};
@@ -100,7 +103,7 @@ TORCH_MODULE(Upsample3D);
 struct VAEBlockImpl : torch::nn::Module {
   enum class Resample { none, down, up };
   VAEBlockImpl(int64_t in_channels, int64_t out_channels, int64_t num_resnets, int64_t groups, double eps,
-               int64_t latent_channels, Resample resample, bool compress_time);
+               int64_t latent_channels, Resample resample, bool compress_time, const ModuleInit& init = {});
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& zq, ConvCache& cache);
   torch::nn::ModuleList resnets{nullptr}, downsamplers{nullptr}, upsamplers{nullptr};
 };
@@ -108,7 +111,7 @@ TORCH_MODULE(VAEBlock);
 
 // CogVideoXEncoder3D (`encoder`).
 struct VAEEncoderImpl : torch::nn::Module {
-  explicit VAEEncoderImpl(const VAEConfig& config);
+  explicit VAEEncoderImpl(const VAEConfig& config, const ModuleInit& init = {});
   // One frame batch: [B, 3, T, H, W] -> moments [B, 2 * latent_channels, T', H/8, W/8]
   torch::Tensor forward(const torch::Tensor& x, ConvCache& cache);
   CausalConv3d conv_in{nullptr}, conv_out{nullptr};
@@ -120,7 +123,7 @@ TORCH_MODULE(VAEEncoder);
 
 // CogVideoXDecoder3D (`decoder`); every spatial norm is conditioned on the latent batch of the call.
 struct VAEDecoderImpl : torch::nn::Module {
-  explicit VAEDecoderImpl(const VAEConfig& config);
+  explicit VAEDecoderImpl(const VAEConfig& config, const ModuleInit& init = {});
   // One latent batch: [B, latent_channels, t, h, w] -> [B, 3, T, 8h, 8w]
   torch::Tensor forward(const torch::Tensor& z, ConvCache& cache);
   CausalConv3d conv_in{nullptr}, conv_out{nullptr};
@@ -159,7 +162,7 @@ struct TileGeometry {
 
 class AutoencoderKLCogVideoXImpl : public torch::nn::Module {
  public:
-  explicit AutoencoderKLCogVideoXImpl(const VAEConfig& config);
+  explicit AutoencoderKLCogVideoXImpl(const VAEConfig& config, const ModuleInit& init = {});
 
   // video [B, 3, F, H, W] in [-1, 1] -> latent distribution [B, C, F', H/8, W/8]
   LatentDistribution encode(const torch::Tensor& video);
@@ -208,7 +211,8 @@ class AutoencoderKLCogVideoXImpl : public torch::nn::Module {
 TORCH_MODULE(AutoencoderKLCogVideoX);
 
 // Loads `vae/` of a diffusers folder (config.json + safetensors), strictly, in `dtype`.
-AutoencoderKLCogVideoX load_vae(const std::filesystem::path& dir, torch::Dtype dtype = torch::kFloat32);
+AutoencoderKLCogVideoX load_vae(const std::filesystem::path& dir, torch::Dtype dtype = torch::kFloat32,
+                                torch::Device device = torch::kCPU);
 
 // Latent scaling between the VAE and the diffusion model:
 // scale_latents: encoder latents -> diffusion space (z * scaling_factor), for training targets and
