@@ -30,18 +30,27 @@ if(NOT HDF5_IS_PARALLEL)
     "on a cluster: module load a parallel hdf5, or pass -DHDF5_ROOT=<parallel hdf5 prefix>.")
 endif()
 
-# ---- CUDA / NCCL: only with a CUDA-enabled libtorch.
+# ---- CUDA / NCCL: cvx's GPU path needs a CUDA-enabled libtorch and NCCL (CVX_HAVE_CUDA). With a
+# CPU-only libtorch but a CUDA toolkit and NCCL on the machine, the NCCL communicator is still
+# compiled and linked once, into cvx_nccl_link_check (CVX_NCCL_LINK_CHECK), so that code cannot rot
+# on machines without a GPU.
 set(CVX_HAVE_CUDA OFF)
+set(CVX_NCCL_LINK_CHECK OFF)
 if(NOT CVX_WITH_CUDA STREQUAL "OFF")
   set(_torch_has_cuda OFF)
   if(TARGET torch_cuda OR CUDA_FOUND OR TORCH_CUDA_LIBRARIES)
     set(_torch_has_cuda ON)
   endif()
-  if(_torch_has_cuda)
-    find_path(NCCL_INCLUDE_DIR nccl.h HINTS $ENV{NCCL_HOME}/include /usr/local/cuda/include)
-    find_library(NCCL_LIBRARY nccl HINTS $ENV{NCCL_HOME}/lib $ENV{NCCL_HOME}/lib64 /usr/local/cuda/lib64)
-    if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
+  find_package(CUDAToolkit QUIET)
+  find_path(NCCL_INCLUDE_DIR nccl.h
+    HINTS $ENV{NCCL_HOME}/include ${CUDAToolkit_INCLUDE_DIRS} /usr/local/cuda/include)
+  find_library(NCCL_LIBRARY nccl
+    HINTS $ENV{NCCL_HOME}/lib $ENV{NCCL_HOME}/lib64 ${CUDAToolkit_LIBRARY_DIR} /usr/local/cuda/lib64)
+  if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
+    if(_torch_has_cuda)
       set(CVX_HAVE_CUDA ON)
+    elseif(TARGET CUDA::cudart)
+      set(CVX_NCCL_LINK_CHECK ON)
     endif()
   endif()
   if(CVX_WITH_CUDA STREQUAL "ON" AND NOT CVX_HAVE_CUDA)
@@ -49,7 +58,15 @@ if(NOT CVX_WITH_CUDA STREQUAL "OFF")
       "(torch CUDA: ${_torch_has_cuda}; set NCCL_HOME to the NCCL prefix).")
   endif()
 endif()
-message(STATUS "cvx: torch ${Torch_VERSION}, CUDA/NCCL support: ${CVX_HAVE_CUDA}")
+if(CVX_HAVE_CUDA)
+  message(STATUS "cvx: torch ${Torch_VERSION}, CUDA/NCCL support: ON (NCCL ${NCCL_LIBRARY})")
+elseif(CVX_NCCL_LINK_CHECK)
+  message(STATUS "cvx: torch ${Torch_VERSION}, CUDA/NCCL support: OFF (CPU libtorch); CUDA toolkit "
+    "${CUDAToolkit_VERSION} and NCCL found: cvx_nccl_link_check compiles and links the NCCL communicator "
+    "(never runs it)")
+else()
+  message(STATUS "cvx: torch ${Torch_VERSION}, CUDA/NCCL support: OFF")
+endif()
 
 add_library(cvx_deps INTERFACE)
 target_link_libraries(cvx_deps INTERFACE
@@ -62,7 +79,10 @@ target_compile_definitions(cvx_deps INTERFACE BOOST_LOG_DYN_LINK ${HDF5_C_DEFINI
 if(CVX_HAVE_CUDA)
   target_include_directories(cvx_deps SYSTEM INTERFACE ${NCCL_INCLUDE_DIR})
   target_link_libraries(cvx_deps INTERFACE ${NCCL_LIBRARY})
-  target_compile_definitions(cvx_deps INTERFACE CVX_WITH_CUDA=1)
+  if(TARGET CUDA::cudart)
+    target_link_libraries(cvx_deps INTERFACE CUDA::cudart)
+  endif()
+  target_compile_definitions(cvx_deps INTERFACE CVX_WITH_CUDA=1 CVX_WITH_NCCL=1)
 endif()
 # torch's flags carry the C++ ABI choice, which everything we link must share.
 separate_arguments(_torch_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")

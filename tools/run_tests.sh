@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh clone: installs packages (apt), builds, runs ctest.
-# Labels: unit, mpi (2 and 4 ranks), fuzz (30 s of libFuzzer), golden, e2e. Pass ctest arguments
-# to narrow it, e.g. tools/run_tests.sh -L unit.
+# Labels: unit, mpi (1, 2 and 4 ranks), gpu (skip without a CUDA device), fuzz (30 s of libFuzzer),
+# golden, e2e. Pass ctest arguments to narrow it, e.g. tools/run_tests.sh -L unit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install_deps.sh

@@ -30,6 +30,18 @@ void write_all(int fd, const char* data, size_t size, const std::filesystem::pat
   }
 }
 
+void pwrite_all(int fd, const char* data, size_t size, uint64_t offset, const std::filesystem::path& path) {
+  while (size > 0) {
+    const ssize_t n = ::pwrite(fd, data, size, static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    CVX_CHECK_AS(SystemError, n > 0, "cannot write ", quote(path.string()), " at byte ", offset, ": ",
+                 n < 0 ? std::strerror(errno) : "no progress");
+    data += n;
+    size -= static_cast<size_t>(n);
+    offset += static_cast<uint64_t>(n);
+  }
+}
+
 }  // namespace
 
 std::filesystem::path temp_path_for(const std::filesystem::path& target) {
@@ -81,6 +93,12 @@ void AtomicFile::write(const void* data, size_t size) {
   written_ += size;
 }
 
+void AtomicFile::write_at(uint64_t offset, const void* data, size_t size) {
+  CVX_CHECK(fd_ >= 0 && !committed_, "write to ", quote(path_.string()), " after commit()");
+  if (!buffer_.empty()) flush();
+  pwrite_all(fd_, static_cast<const char*>(data), size, offset, temp_);
+}
+
 void AtomicFile::commit() {
   CVX_CHECK(fd_ >= 0 && !committed_, "commit() of ", quote(path_.string()), " called twice");
   flush();
@@ -98,6 +116,21 @@ void write_file_atomically(const std::filesystem::path& path, const std::string&
   AtomicFile file(path);
   file.write(content);
   file.commit();
+}
+
+void replace_directory(const std::filesystem::path& staging, const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  fsync_directory(staging);
+  const fs::path parent = dir.has_parent_path() ? dir.parent_path() : fs::path(".");
+  const fs::path old = temp_path_for(dir);
+  const bool had_old = fs::exists(dir);
+  std::error_code ec;
+  if (had_old) fs::rename(dir, old, ec);
+  CVX_CHECK_AS(SystemError, !ec, "cannot move ", dir.string(), " aside: ", ec.message());
+  fs::rename(staging, dir, ec);
+  CVX_CHECK_AS(SystemError, !ec, "cannot rename ", staging.string(), " to ", dir.string(), ": ", ec.message());
+  fsync_directory(parent);
+  if (had_old) fs::remove_all(old, ec);
 }
 
 }  // namespace cvx

@@ -177,14 +177,7 @@ void save_component(const fs::path& dir, const nlohmann::json& config, const Nam
   try {
     write_json_file(staging / options.config_name, config);
     save_safetensors_sharded(staging, options.weights_base, tensors, options.max_shard_bytes, options.metadata);
-    fsync_directory(staging);
-    // Swap in: the old folder (if any) moves aside first and is removed only after the new one is in place.
-    const fs::path old = temp_path_for(dir);
-    const bool had_old = fs::exists(dir);
-    if (had_old) fs::rename(dir, old);
-    fs::rename(staging, dir);
-    fsync_directory(parent);
-    if (had_old) fs::remove_all(old);
+    replace_directory(staging, dir);
   } catch (...) {
     fs::remove_all(staging, ec);
     throw;

@@ -63,7 +63,8 @@ bool lora_target_matches(const std::string& name, const std::string& target) {
   return name.size() == target.size() || name[name.size() - target.size() - 1] == '.';
 }
 
-std::vector<std::string> inject_lora(torch::nn::Module& root, const LoraConfig& config, torch::Dtype dtype) {
+std::vector<std::string> inject_lora(torch::nn::Module& root, const LoraConfig& config, torch::Dtype dtype,
+                                     bool materialize) {
   config.validate();
   const Layers layers = lora_linears(root);
   std::set<std::string> selected;
@@ -83,7 +84,7 @@ std::vector<std::string> inject_lora(torch::nn::Module& root, const LoraConfig& 
               ": its current adapter is merged (unmerge first)");
   }
   for (const auto& [name, layer] : layers) {
-    if (selected.count(name)) layer->enable_lora(config.rank, config.alpha, config.dropout, dtype);
+    if (selected.count(name)) layer->enable_lora(config.rank, config.alpha, config.dropout, dtype, materialize);
   }
   return {selected.begin(), selected.end()};
 }

@@ -37,7 +37,7 @@ torch::Tensor LoRALinearImpl::forward(const torch::Tensor& x) {
   return result.to(result_dtype);
 }
 
-void LoRALinearImpl::enable_lora(int64_t rank, double alpha, double dropout, torch::Dtype dtype) {
+void LoRALinearImpl::enable_lora(int64_t rank, double alpha, double dropout, torch::Dtype dtype, bool materialize) {
   CVX_CHECK_AS(ConfigError, rank > 0, "LoRA rank must be > 0 (got ", rank, ")");
   CVX_CHECK_AS(ConfigError, std::isfinite(alpha), "LoRA alpha must be finite (got ", alpha, ")");
   CVX_CHECK_AS(ConfigError, dropout >= 0.0 && dropout < 1.0, "LoRA dropout must be in [0, 1) (got ", dropout, ")");
@@ -57,8 +57,8 @@ void LoRALinearImpl::enable_lora(int64_t rank, double alpha, double dropout, tor
     torch::nn::init::kaiming_uniform_(a->weight, std::sqrt(5.0));
     b->weight.zero_();
   }
-  a->to(weight.device(), dtype);
-  b->to(weight.device(), dtype);
+  apply_init(*a, {dtype, weight.device(), materialize});
+  apply_init(*b, {dtype, weight.device(), materialize});
   lora_A = register_module("lora_A", a);
   lora_B = register_module("lora_B", b);
   alpha_ = alpha;

@@ -147,6 +147,7 @@ TEST(LatentStoreMpi, CheckCompatibleNamesDifferences) {
 
 // Compressed data sets can only be written collectively: refused on every rank, before any I/O.
 TEST(LatentStoreMpi, RefusesCompressionWithSeveralRanks) {
+  if (cvx::mpi_world().size < 2) GTEST_SKIP() << "needs several ranks";
   const fs::path path = shared_scratch("latent_store_mpi_gzip") / "latents.h5";
   auto options = i2v_options();
   options.gzip_level = 4;
@@ -158,6 +159,7 @@ TEST(LatentStoreMpi, RefusesCompressionWithSeveralRanks) {
 
 // Ranks that pass different sample lists get a ConfigError (on every rank) instead of a corrupt file.
 TEST(LatentStoreMpi, RefusesDifferentArgumentsAcrossRanks) {
+  if (cvx::mpi_world().size < 2) GTEST_SKIP() << "needs several ranks";
   const fs::path path = shared_scratch("latent_store_mpi_mismatch") / "latents.h5";
   auto samples = cvx::test::small_store_samples(kSamples, kPrompts);
   if (cvx::mpi_world().rank == 1) samples[0].media_path = "videos/other.mp4";

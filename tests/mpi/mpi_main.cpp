@@ -13,18 +13,22 @@
 namespace {
 class FailureCollector : public testing::EmptyTestEventListener {
  public:
+  // The test's name is kept here: UnitTest::current_test_info() inside OnTestPartResult would
+  // take the mutex gtest holds while it reports a result, and the failing rank would hang.
+  void OnTestStart(const testing::TestInfo& info) override {
+    current_ = std::string(info.test_suite_name()) + "." + info.name();
+  }
+  void OnTestEnd(const testing::TestInfo&) override { current_.clear(); }
   void OnTestPartResult(const testing::TestPartResult& result) override {
     if (!result.failed()) return;
-    std::ostringstream os;
-    os << (result.file_name() ? result.file_name() : "?") << ":" << result.line_number() << ": "
-       << result.summary();
-    const auto* info = testing::UnitTest::GetInstance()->current_test_info();
-    if (info) failures_ << "[" << info->test_suite_name() << "." << info->name() << "] ";
-    failures_ << os.str() << "\n";
+    if (!current_.empty()) failures_ << "[" << current_ << "] ";
+    failures_ << (result.file_name() ? result.file_name() : "?") << ":" << result.line_number() << ": "
+              << result.summary() << "\n";
   }
   std::string text() const { return failures_.str(); }
 
  private:
+  std::string current_;
   std::ostringstream failures_;
 };
 }  // namespace

@@ -65,7 +65,9 @@ class Communicator {
   // device; full must not alias shard.
   virtual WorkPtr all_gather(const torch::Tensor& shard, const torch::Tensor& full) = 0;
   // full [size * S] -> shard [S]: the element-wise reduction over ranks of chunk r of full. bf16
-  // and fp16 are reduced in fp32 (converted before, rounded once after).
+  // and fp16 are reduced in fp32 (converted before, rounded once after) by the MPI and fake
+  // backends; NCCL reduces them natively (its ring rounds at every step). avg divides the sum by
+  // size() and is an error for integer tensors.
   virtual WorkPtr reduce_scatter(const torch::Tensor& full, const torch::Tensor& shard, ReduceOp op) = 0;
   // In place.
   virtual WorkPtr all_reduce(const torch::Tensor& tensor, ReduceOp op) = 0;
@@ -83,8 +85,20 @@ class Communicator {
 
  protected:
   Communicator(std::string name, CommunicatorOptions options) : name_(std::move(name)), options_(options) {}
-  // Adds the ring-cost bytes of one collective on `bytes` (the full buffer) to the stats.
+  // Adds one call and its ring-cost bytes to the stats. `bytes` is the full buffer (all-gather,
+  // reduce-scatter: the [size * S] one); for broadcast, what this rank sends: the buffer on the
+  // root, 0 elsewhere. A world of one sends nothing.
   void count(CommStats::Kind kind, uint64_t bytes);
+
+  // Argument checks every backend applies (each throws cvx::Error naming the collective and the
+  // group); the device is the backend's own check.
+  // Defined and contiguous, of a dtype the collectives carry (fp32, fp64, fp16, bf16, int32, int64).
+  void check_tensor(const char* collective, const torch::Tensor& tensor) const;
+  // Both tensors checked, same dtype and device, full.numel() == size() * shard.numel(), no overlap.
+  void check_shard_full(const char* collective, const torch::Tensor& shard, const torch::Tensor& full) const;
+  // Averages are defined for floating-point tensors only (an integer mean would truncate).
+  void check_reduce_op(const char* collective, const torch::Tensor& tensor, ReduceOp op) const;
+  void check_root(const char* collective, int root) const;
   std::string name_;
   CommunicatorOptions options_;
   CommStats stats_;

@@ -11,16 +11,27 @@ struct ParallelConfig {
   std::string sharding = "full";  // FSDP-style: parameters, gradients and AdamW state sharded
   std::string backend = "auto";   // nccl on CUDA builds, mpi otherwise
   int64_t timeout_s = 1800;
+  bool prefetch = true;
+  std::string reduce_dtype = "fp32";
+  int64_t simulate_world_size = 0;
 
   template <class V>
   void visit(V& v) {
     v.choice("sharding", sharding, {"full", "grad_optimizer", "none"},
              "full: shard parameters, gradients and optimizer state (ZeRO-3); grad_optimizer: shard gradients and "
-             "optimizer state (ZeRO-2); none: replicate (DDP)");
+             "optimizer state, keep a block gathered from forward to backward (ZeRO-2); none: replicate (DDP)");
     v.choice("backend", backend, {"auto", "nccl", "mpi"}, "collective backend; auto picks NCCL when built with CUDA");
     v("timeout_s", timeout_s, "seconds a collective may wait before the job is aborted");
+    v("prefetch", prefetch, "gather the next block's parameters while the current one computes");
+    v.choice("reduce_dtype", reduce_dtype, {"fp32", "bf16"}, "dtype gradients are reduced and accumulated in");
+    v("simulate_world_size", simulate_world_size,
+      "with --dry_run: plan (and print the per-rank memory of) a world of this many ranks; 0 = the real one");
   }
-  void validate() const { CVX_CHECK_AS(ConfigError, timeout_s > 0, "timeout_s must be > 0 (got ", timeout_s, ")"); }
+  void validate() const {
+    CVX_CHECK_AS(ConfigError, timeout_s > 0, "timeout_s must be > 0 (got ", timeout_s, ")");
+    CVX_CHECK_AS(ConfigError, simulate_world_size >= 0, "simulate_world_size must be >= 0 (got ", simulate_world_size,
+                 ")");
+  }
 };
 
 }  // namespace cvx

@@ -22,6 +22,9 @@ class AtomicFile {
   void write(const void* data, size_t size);
   void write(const std::string& text) { write(text.data(), text.size()); }
   uint64_t bytes_written() const { return written_; }
+  // Writes at byte `offset` of the file (pwrite) after flushing what write() buffered, for content
+  // that arrives out of order; leaves write()'s position and bytes_written() alone.
+  void write_at(uint64_t offset, const void* data, size_t size);
   // Flush, fsync, rename over the target, fsync the folder (so the rename itself is durable).
   void commit();
 
@@ -43,6 +46,11 @@ class AtomicFile {
 std::filesystem::path temp_path_for(const std::filesystem::path& target);
 // Makes completed renames in `dir` durable (a no-op on file systems that cannot sync folders).
 void fsync_directory(const std::filesystem::path& dir);
+
+// Puts the completed folder `staging` in place of `dir`: an existing `dir` moves aside first and is
+// removed only after the new one is in place (then the parent is synced), so a reader sees the old
+// folder or the new one, never a mixture.
+void replace_directory(const std::filesystem::path& staging, const std::filesystem::path& dir);
 
 // Writes `content` to `path` through an AtomicFile.
 void write_file_atomically(const std::filesystem::path& path, const std::string& content);

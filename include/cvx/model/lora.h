@@ -47,8 +47,9 @@ bool lora_target_matches(const std::string& name, const std::string& target);
 // of `root` matched by one of config.target_modules; an adapter already there is replaced. Returns
 // the adapted module names, sorted. Throws ConfigError, before changing anything, when the config is
 // invalid or a target matches no LoRALinear (naming the target and some of the available layers).
+// materialize = false gives the adapters shapes only (see LoRALinearImpl::enable_lora).
 std::vector<std::string> inject_lora(torch::nn::Module& root, const LoraConfig& config,
-                                     torch::Dtype dtype = torch::kFloat32);
+                                     torch::Dtype dtype = torch::kFloat32, bool materialize = true);
 
 // The adapter parameters as "<module>.lora_A.weight" / "<module>.lora_B.weight" (the tensors
 // themselves, unfolded: alpha / r not applied), modules sorted by name.

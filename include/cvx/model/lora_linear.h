@@ -33,8 +33,11 @@ class LoRALinearImpl : public torch::nn::Module {
   // Adds (or replaces) the adapter: lora_A = Linear(in -> rank, no bias, kaiming_uniform a=sqrt(5)),
   // lora_B = Linear(rank -> out, no bias, zeros), so a fresh adapter leaves the output unchanged.
   // Created on the base weight's device in `dtype` (float32 masters by default, also for a bf16
-  // base). The multiplier is reset to 1. Refused while merged.
-  void enable_lora(int64_t rank, double alpha, double dropout = 0.0, torch::Dtype dtype = torch::kFloat32);
+  // base). The multiplier is reset to 1. Refused while merged, and while the model's structure is
+  // locked (flattened by the sharding engine; so are disable_lora, merge and unmerge). With
+  // materialize = false the adapter gets its shapes only (planning a model that is never built).
+  void enable_lora(int64_t rank, double alpha, double dropout = 0.0, torch::Dtype dtype = torch::kFloat32,
+                   bool materialize = true);
   // Removes the adapter; a merged adapter is unmerged first, so the layer is the plain base again.
   void disable_lora();
   bool has_lora() const { return !lora_A.is_empty(); }

@@ -1,0 +1,144 @@
+// A tiny CogVideoX transformer trained through the sharded engine, for the engine's tests: the
+// same model and the same global batch on any communicator, so runs on 1, 2 and 4 ranks (or a
+// fake world) can be compared.
+#pragma once
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cvx/core/module_lock.h"
+#include "cvx/dist/fsdp_engine.h"
+#include "cvx/dist/sharded_adamw.h"
+#include "cvx/dist/sharded_state.h"
+#include "cvx/model/lora.h"
+#include "cvx/model/transformer.h"
+
+namespace cvx::test {
+
+struct EngineRunOptions {
+  std::string variant = "5b";
+  bool lora = true;  // else full fine-tuning
+  int64_t num_layers = 4;
+  int64_t global_batch = 4;  // samples per optimizer step, split evenly over the ranks
+  int64_t accumulation = 1;  // micro-steps per optimizer step
+  double lr = 1e-3;
+  double max_grad_norm = 1.0;
+  // Above the default 1e-8 on purpose: some gradients are zero in exact arithmetic (a LayerNorm
+  // bias of the keys shifts every score of a row equally, which softmax ignores) and only rounding
+  // noise of ~1e-10 remains, which AdamW's first step turns into a +-lr move when epsilon is far
+  // below it. With 1e-5 such elements move by less than lr x 1e-4 while every real gradient
+  // (>= 1e-4 here) still takes a full AdamW step, so runs that sum in another order agree.
+  double adam_epsilon = 1e-5;
+  FsdpOptions fsdp;
+  uint64_t seed = 11;
+};
+
+// One rank's share of the run. The model and its LoRA adapters are initialised from the seed, so
+// every rank and every world size starts from the same weights.
+class EngineRun {
+ public:
+  EngineRun(Communicator& comm, const EngineRunOptions& options) : comm_(comm), options_(options) {
+    torch::manual_seed(static_cast<int64_t>(options.seed));
+    config_ = tiny_transformer(options.variant);
+    config_.num_layers = options.num_layers;
+    model_ = CogVideoXTransformer(config_);
+    if (options.lora) {
+      LoraConfig lora;
+      lora.rank = 4;
+      lora.alpha = 8;
+      lora.target_modules = {"to_q", "to_k", "to_v", "to_out.0", "proj_out"};
+      inject_lora(*model_, lora);
+      mark_only_lora_trainable(*model_);
+      // B starts at zero (no gradient for A at step 1); a non-zero B exercises every gradient.
+      torch::NoGradGuard no_grad;
+      for (auto& p : lora_parameters(*model_)) p.normal_(0, 0.05);
+    }
+    engine_ = std::make_unique<FsdpEngine>(model_->sharding_units(), comm, options.fsdp, torch::kCPU);
+    lock_module_structure(*model_, "flattened by the sharding engine");
+    model_->set_block_runner(engine_->runner());
+    std::vector<ShardedAdamW::Param> params;
+    for (auto& s : engine_->trainable_shards()) params.push_back({s.id, s.master, s.grad});
+    AdamWOptions adam;
+    adam.epsilon = options.adam_epsilon;
+    optimizer_ = std::make_unique<ShardedAdamW>(params, adam);
+  }
+  ~EngineRun() {
+    model_->set_block_runner({});
+    unlock_module_structure(*model_);
+  }
+
+  // Sample `index` of the synthetic dataset: the same on every rank.
+  struct Sample {
+    torch::Tensor latents, text, target, timestep;
+  };
+  Sample sample(int64_t index) const {
+    auto gen = at::detail::createCPUGenerator(1000 + static_cast<uint64_t>(index));
+    const int64_t frames = config_.patch_size_t ? 2 : 3;
+    Sample s;
+    s.latents = torch::randn({1, frames, config_.in_channels, 6, 8}, gen);
+    s.text = torch::randn({1, 12, config_.text_embed_dim}, gen);
+    s.target = torch::randn({1, frames, config_.out_channels, 6, 8}, gen);
+    s.timestep = torch::randint(0, 1000, {1}, gen, torch::kLong);
+    return s;
+  }
+
+  // One optimizer step on global samples [step * G, (step + 1) * G): this rank takes its even
+  // share of each micro-step. Returns the global mean loss (all ranks agree).
+  double step(int64_t step_index) {
+    const int64_t g = options_.global_batch, a = options_.accumulation;
+    const int64_t per_micro = g / a, per_rank = per_micro / comm_.size();
+    engine_->zero_grad();
+    double loss_sum = 0;
+    for (int64_t m = 0; m < a; ++m) {
+      std::vector<Sample> batch;
+      for (int64_t i = 0; i < per_rank; ++i)
+        batch.push_back(sample(step_index * g + m * per_micro + comm_.rank() * per_rank + i));
+      auto cat = [&](auto field) {
+        std::vector<torch::Tensor> parts;
+        for (const auto& s : batch) parts.push_back(s.*field);
+        return torch::cat(parts);
+      };
+      const auto latents = cat(&Sample::latents), target = cat(&Sample::target);
+      const auto rope = training_rotary_embedding(config_, 6, 8, latents.size(1));
+      const auto out = model_->forward(latents, cat(&Sample::text), cat(&Sample::timestep), std::nullopt,
+                                       rope.cos.defined() ? &rope : nullptr);
+      const auto loss = (out - target).pow(2).mean();
+      engine_->backward(loss / static_cast<double>(a));
+      loss_sum += loss.item<double>();
+    }
+    auto total = torch::tensor({loss_sum / static_cast<double>(a)}, torch::kFloat64);
+    comm_.all_reduce(total, ReduceOp::avg)->wait();
+    last_grad_norm_ = engine_->clip_grad_norm(options_.max_grad_norm);
+    optimizer_->step(options_.lr);
+    engine_->after_optimizer_step();
+    return total.item<double>();
+  }
+
+  // Every tensor's full value (fp32 masters for trainable ones), on rank 0 of the group.
+  std::map<std::string, torch::Tensor> full_state(bool trainable_only = false) {
+    std::map<std::string, torch::Tensor> out;
+    gather_full_state(
+        *engine_, [&](const std::string& name, const torch::Tensor& value) { out[name] = value.clone(); },
+        trainable_only);
+    return out;
+  }
+
+  double last_grad_norm() const { return last_grad_norm_; }
+  FsdpEngine& engine() { return *engine_; }
+  ShardedAdamW& optimizer() { return *optimizer_; }
+  CogVideoXTransformer& model() { return model_; }
+
+ private:
+  Communicator& comm_;
+  EngineRunOptions options_;
+  TransformerConfig config_;
+  CogVideoXTransformer model_{nullptr};
+  std::unique_ptr<FsdpEngine> engine_;
+  std::unique_ptr<ShardedAdamW> optimizer_;
+  double last_grad_norm_ = 0;
+};
+
+}  // namespace cvx::test
