@@ -40,7 +40,9 @@ struct EngineRunOptions {
 // every rank and every world size starts from the same weights.
 class EngineRun {
  public:
-  EngineRun(Communicator& comm, const EngineRunOptions& options) : comm_(comm), options_(options) {
+  // `replicate`: the group replicas of `comm` average their gradients over (hybrid sharding).
+  EngineRun(Communicator& comm, const EngineRunOptions& options, Communicator* replicate = nullptr)
+      : comm_(comm), options_(options) {
     torch::manual_seed(static_cast<int64_t>(options.seed));
     config_ = tiny_transformer(options.variant);
     config_.num_layers = options.num_layers;
@@ -56,7 +58,7 @@ class EngineRun {
       torch::NoGradGuard no_grad;
       for (auto& p : lora_parameters(*model_)) p.normal_(0, 0.05);
     }
-    engine_ = std::make_unique<FsdpEngine>(model_->sharding_units(), comm, options.fsdp, torch::kCPU);
+    engine_ = std::make_unique<FsdpEngine>(model_->sharding_units(), comm, options.fsdp, torch::kCPU, replicate);
     lock_module_structure(*model_, "flattened by the sharding engine");
     model_->set_block_runner(engine_->runner());
     std::vector<ShardedAdamW::Param> params;
@@ -85,9 +87,9 @@ class EngineRun {
     return s;
   }
 
-  // One optimizer step on global samples [step * G, (step + 1) * G): this rank takes its even
-  // share of each micro-step. Returns the global mean loss (all ranks agree).
-  double step(int64_t step_index) {
+  // One optimizer step on samples [step * G + offset, (step + 1) * G + offset): this rank takes its
+  // even share of each micro-step. Returns the mean loss over the group (all its ranks agree).
+  double step(int64_t step_index, int64_t sample_offset = 0) {
     const int64_t g = options_.global_batch, a = options_.accumulation;
     const int64_t per_micro = g / a, per_rank = per_micro / comm_.size();
     engine_->zero_grad();
@@ -95,7 +97,7 @@ class EngineRun {
     for (int64_t m = 0; m < a; ++m) {
       std::vector<Sample> batch;
       for (int64_t i = 0; i < per_rank; ++i)
-        batch.push_back(sample(step_index * g + m * per_micro + comm_.rank() * per_rank + i));
+        batch.push_back(sample(sample_offset + step_index * g + m * per_micro + comm_.rank() * per_rank + i));
       auto cat = [&](auto field) {
         std::vector<torch::Tensor> parts;
         for (const auto& s : batch) parts.push_back(s.*field);

@@ -207,6 +207,7 @@ variable_list FsdpEngine::run_unit(int64_t index, const UnitFn& fn, const variab
     if (reshard_after_forward) unit.reshard();
   };
   hooks.before_backward = [this, &unit, index] {
+    backward_unfinished_ = true;
     ensure_unsharded(unit);
     prefetch(index - 1);
   };
@@ -273,6 +274,14 @@ void FsdpEngine::finish_backward() {
   while (!pending_.empty()) complete_oldest_reduction();
   for (auto& unit : units_)
     if (unit.runner_index() >= 0 && unit.unsharded()) unit.reshard();
+  backward_unfinished_ = false;
+}
+
+int FsdpEngine::num_unsharded_runner_units() const {
+  int n = 0;
+  for (const auto& unit : units_)
+    if (unit.runner_index() >= 0 && unit.sharded() && (unit.unsharded() || unit.unshard_in_flight())) ++n;
+  return n;
 }
 
 void FsdpEngine::backward(const torch::Tensor& loss) {
@@ -290,13 +299,14 @@ std::vector<FsdpEngine::TrainableShard> FsdpEngine::trainable_shards() {
 }
 
 void FsdpEngine::zero_grad() {
-  CVX_CHECK(pending_.empty(), "sharding engine: zero_grad() while gradient reductions are in flight (call "
-            "finish_backward() after backward)");
+  CVX_CHECK(pending_.empty() && !backward_unfinished_, "sharding engine: zero_grad() after a backward pass without "
+            "finish_backward() (its gradient reductions would be lost)");
   for (auto& unit : units_) unit.zero_grad();
 }
 
 double FsdpEngine::grad_norm() {
-  CVX_CHECK(pending_.empty(), "sharding engine: the gradient norm needs finish_backward() first");
+  CVX_CHECK(pending_.empty() && !backward_unfinished_,
+            "sharding engine: the gradients are incomplete: call finish_backward() after backward");
   double local = 0.0;
   for (auto& unit : units_)
     for (auto& g : unit.groups())

@@ -8,6 +8,7 @@
 #include "cvx/io/atomic_file.h"
 #include "cvx/io/json_file.h"
 #include "cvx/io/safetensors.h"
+#include "cvx/io/safetensors_stream_writer.h"
 
 namespace cvx {
 namespace fs = std::filesystem;
@@ -217,6 +218,39 @@ void gather_full_state(FsdpEngine& engine,
         for (const auto& entry : g.layout.entries) sink(entry.name, full.narrow(0, entry.offset, entry.numel).view(entry.shape));
     }
   }
+}
+
+ShardedWriteResult save_full_state(FsdpEngine& engine, const fs::path& dir, const std::string& base,
+                                   const FullStateOptions& options) {
+  const bool writer = engine.shard_group().rank() == 0 &&
+                      (engine.replicate_group() == nullptr || engine.replicate_group()->rank() == 0);
+  std::unique_ptr<ShardedSafetensorsStreamWriter> out;
+  if (writer) {
+    std::vector<TensorDecl> decls;
+    for (const auto& unit : engine.units())
+      for (const auto& g : unit.groups()) {
+        if (options.trainable_only && !g.layout.trainable) continue;
+        const torch::Dtype held = g.layout.trainable ? torch::kFloat32 : g.layout.dtype;
+        for (const auto& e : g.layout.entries) decls.push_back({e.name, options.dtype.value_or(held), e.shape});
+      }
+    std::map<std::string, size_t> rank;
+    for (size_t i = 0; i < options.order.size(); ++i) rank.emplace(options.order[i], i);
+    std::stable_sort(decls.begin(), decls.end(), [&](const TensorDecl& a, const TensorDecl& b) {
+      const auto ra = rank.find(a.name), rb = rank.find(b.name);
+      return (ra == rank.end() ? rank.size() : ra->second) < (rb == rank.end() ? rank.size() : rb->second);
+    });
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    CVX_CHECK_AS(SystemError, !ec, "cannot create ", dir.string(), ": ", ec.message());
+    out = std::make_unique<ShardedSafetensorsStreamWriter>(dir, base, decls, options.max_shard_bytes, options.metadata);
+  }
+  gather_full_state(
+      engine,
+      [&](const std::string& name, const torch::Tensor& value) {
+        if (out) out->write(name, options.dtype ? value.to(*options.dtype) : value);
+      },
+      options.trainable_only);
+  return out ? out->finish() : ShardedWriteResult{};
 }
 
 }  // namespace cvx

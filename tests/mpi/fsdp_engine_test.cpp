@@ -9,8 +9,11 @@
 // a relative 1e-5 at most away from zero gradients).
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include "cvx/core/checked_call.h"
 #include "cvx/core/mpi_env.h"
+#include "cvx/core/tensor_storage.h"
 #include "cvx/dist/mpi_communicator.h"
 #include "cvx/io/model_folder.h"
 #include "engine_test_util.h"
@@ -265,5 +268,149 @@ TEST(FsdpEngine, LoadingWeightsThatDoNotFitListsTheProblems) {
     EXPECT_NE(m.find("1 missing"), std::string::npos) << m;
     EXPECT_NE(m.find("1 mismatched"), std::string::npos) << m;
     EXPECT_NE(m.find("1 unexpected (extra.weight)"), std::string::npos) << m;
+  }
+}
+
+// Odd shapes against alignment and world size: each rank holds exactly its slice, the padding is
+// zero, and gathering the shards gives back every tensor bit for bit.
+TEST(FlatParam, ShardAndGatherRoundTripWithOddSizesAndPadding) {
+  auto all = world();
+  torch::manual_seed(21);
+  const std::vector<std::vector<int64_t>> shapes{{7}, {3, 5}, {1}, {13, 1, 3}, {64}, {2, 33}};
+  cvx::ShardingUnit unit;
+  unit.name = "odd";
+  unit.runner_index = 0;
+  std::vector<torch::Tensor> originals;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    auto t = torch::randn(shapes[i]).requires_grad_(i % 2 == 0);
+    originals.push_back(t.detach().clone());
+    unit.parameters.emplace_back("t" + std::to_string(i), t);
+  }
+  for (const int64_t alignment : {1, 8, 64}) {
+    SCOPED_TRACE("alignment " + std::to_string(alignment));
+    std::vector<torch::Tensor> tensors;
+    cvx::ShardingUnit copy = unit;
+    for (size_t i = 0; i < copy.parameters.size(); ++i) {
+      copy.parameters[i].second = originals[i].clone().requires_grad_(i % 2 == 0);
+      tensors.push_back(copy.parameters[i].second);
+    }
+    cvx::FlatParamUnit flat(copy, {}, all->rank(), all->size(), true, alignment, torch::kCPU, true);
+    ASSERT_EQ(flat.groups().size(), 2u);  // trainable and frozen fp32
+    flat.flatten();
+    for (const auto& g : flat.groups()) {
+      EXPECT_EQ(g.layout.padded_numel % (all->size() * alignment), 0);
+      EXPECT_EQ(g.shard.numel() * all->size(), g.layout.padded_numel);
+      for (const auto& e : g.layout.entries) EXPECT_EQ(e.offset % alignment, 0) << e.name;
+    }
+    if (all->size() > 1) {
+      for (const auto& t : tensors) EXPECT_FALSE(cvx::is_materialized(t));
+    }
+    flat.unshard_async(*all);
+    flat.wait_unshard();
+    for (size_t i = 0; i < tensors.size(); ++i) EXPECT_TRUE(torch::equal(tensors[i], originals[i])) << "t" << i;
+    for (const auto& g : flat.groups()) {
+      // Padding (every element outside an entry) is zero in the gathered buffer.
+      auto mask = torch::ones({g.layout.padded_numel}, torch::kBool);
+      for (const auto& e : g.layout.entries) mask.narrow(0, e.offset, e.numel).fill_(false);
+      EXPECT_EQ(g.full.masked_select(mask).abs().sum().item<double>(), 0.0);
+    }
+    flat.reshard();
+    if (all->size() > 1) EXPECT_FALSE(cvx::is_materialized(tensors[0]));
+  }
+}
+
+// Under ZeRO-3 at most two blocks are gathered at any time (the running one and the prefetched
+// next); under ZeRO-2 every block stays gathered from its forward to its backward. Only trainable
+// groups are reduced: LoRA on a frozen base reduce-scatters one group per block.
+TEST(FsdpEngine, AtMostTwoUnitsGatheredAndOnlyTrainableGroupsReduced) {
+  auto all = world();
+  for (const auto strategy : {cvx::ShardingStrategy::full, cvx::ShardingStrategy::grad_optimizer}) {
+    cvx::test::EngineRun run(*all, options_for(true, strategy));
+    auto& engine = run.engine();
+    int most = 0;
+    const auto inner = engine.runner();
+    run.model()->set_block_runner([&](int64_t i, const cvx::UnitFn& fn, const torch::autograd::variable_list& in) {
+      auto wrapped = [&, fn](const torch::autograd::variable_list& x) {
+        most = std::max(most, engine.num_unsharded_runner_units());
+        return fn(x);
+      };
+      return inner(i, wrapped, in);
+    });
+    all->reset_stats();
+    run.step(0);
+    if (all->size() == 1) {
+      EXPECT_EQ(most, 0);  // nothing is sharded on one rank
+    } else if (strategy == cvx::ShardingStrategy::full) {
+      EXPECT_EQ(most, 2);
+    } else {
+      EXPECT_EQ(most, 4);  // all four blocks by the first backward
+    }
+    // 4 blocks with adapters + the root (proj_out's adapter): 5 trainable groups reduced per step.
+    if (all->size() > 1) EXPECT_EQ(all->stats().calls[cvx::CommStats::reduce_scatter], 5u);
+  }
+}
+
+// Hybrid sharding: shards over half the ranks, replicated across the two halves, equals sharding
+// over all of them.
+TEST(FsdpEngine, HybridShardingEqualsShardingOverTheWholeWorld) {
+  auto all = world();
+  if (all->size() < 2) GTEST_SKIP() << "needs 2 ranks or more";
+  const int half = all->size() / 2;
+  auto shard = all->split(all->rank() / half, all->rank(), "shard");
+  auto replicate = all->split(all->rank() % half, all->rank(), "replicate");
+  auto opts = options_for(false);
+  cvx::test::EngineRun flat(*all, opts);
+  const double expected = flat.step(0);
+  const auto expected_state = flat.full_state(true);
+  // The hybrid run: each replica (half of the world) takes half of the global batch.
+  cvx::test::EngineRunOptions hopts = opts;
+  hopts.global_batch = opts.global_batch / 2;
+  torch::manual_seed(static_cast<int64_t>(hopts.seed));
+  cvx::test::EngineRun hybrid(*shard, hopts, replicate.get());
+  const double got = hybrid.step(0, /*sample_offset=*/replicate->rank() * hopts.global_batch);
+  // The loss is averaged over the shard group only; average over the replicas too.
+  auto both = torch::tensor({got}, torch::kFloat64);
+  replicate->all_reduce(both, cvx::ReduceOp::avg)->wait();
+  EXPECT_NEAR(both.item<double>(), expected, 1e-5 * std::abs(expected));
+  const auto state = hybrid.full_state(true);
+  if (all->rank() == 0) expect_states_near(state, expected_state, 2e-6, "hybrid");
+}
+
+// The full model streamed to disk unit by unit from W ranks is byte for byte what one process
+// writes with save_safetensors from the unsharded model (same names, order and layout).
+TEST(FsdpEngine, StreamedFullStateEqualsTheUnshardedModelFile) {
+  auto all = world();
+  const fs::path dir = shared_scratch("full_state");
+  for (const bool lora : {true, false}) {
+    SCOPED_TRACE(lora ? "LoRA" : "full fine-tuning");
+    auto opts = options_for(lora);
+    cvx::test::EngineRun run(*all, opts);
+    cvx::FullStateOptions o;
+    o.max_shard_bytes = 40'000;  // several shards + index, as a 5B export would have
+    for (const auto& [name, t] : cvx::module_state(*run.model())) o.order.push_back(name);
+    const fs::path out = dir / (lora ? "lora" : "full");
+    const auto written = cvx::save_full_state(run.engine(), out, "diffusion_pytorch_model", o);
+    if (all->rank() != 0) continue;
+    ASSERT_FALSE(written.index.empty());
+    // The reference: the same model (same seed), never sharded, written the usual way.
+    auto one = self();
+    cvx::test::EngineRunOptions plain = opts;
+    plain.fsdp.strategy = cvx::ShardingStrategy::none;
+    cvx::test::EngineRun reference(*one, plain);
+    const auto values = reference.full_state();
+    std::vector<std::pair<std::string, torch::Tensor>> tensors;
+    for (const auto& name : o.order) tensors.emplace_back(name, values.at(name));
+    const fs::path ref_dir = dir / (lora ? "lora_ref" : "full_ref");
+    fs::create_directories(ref_dir);
+    const auto expected = cvx::save_safetensors_sharded(ref_dir, "diffusion_pytorch_model",
+                                                        tensors, o.max_shard_bytes, o.metadata);
+    ASSERT_EQ(written.files.size(), expected.files.size());
+    auto bytes = [](const fs::path& p) {
+      std::ifstream in(p, std::ios::binary);
+      return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    };
+    for (size_t i = 0; i < written.files.size(); ++i)
+      EXPECT_TRUE(bytes(written.files[i]) == bytes(expected.files[i])) << written.files[i] << " differs";
+    EXPECT_TRUE(bytes(written.index) == bytes(expected.index)) << written.index << " differs";
   }
 }

@@ -136,6 +136,8 @@ class FsdpEngine {
   Communicator& shard_group() { return shard_group_; }
   Communicator* replicate_group() { return replicate_group_; }
   bool sharded() const;
+  // Runner units whose parameters are gathered right now (or being gathered).
+  int num_unsharded_runner_units() const;
   EngineMemory memory() const;
   // Units, their groups' layouts, the world size and the strategy (what layout.json holds).
   nlohmann::json layout_json() const;
@@ -164,6 +166,7 @@ class FsdpEngine {
   FsdpOptions options_;
   torch::Device device_;
   std::deque<PendingReduction> pending_;
+  bool backward_unfinished_ = false;  // a unit ran its backward since the last finish_backward()
 };
 
 }  // namespace cvx

@@ -16,9 +16,11 @@
 #include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "cvx/dist/fsdp_engine.h"
 #include "cvx/dist/sharded_adamw.h"
+#include "cvx/io/safetensors.h"
 
 namespace cvx {
 
@@ -40,5 +42,22 @@ nlohmann::json load_sharded_state(const std::filesystem::path& dir, FsdpEngine& 
 void gather_full_state(FsdpEngine& engine,
                        const std::function<void(const std::string& name, const torch::Tensor& value)>& sink,
                        bool trainable_only = false);
+
+struct FullStateOptions {
+  std::optional<torch::Dtype> dtype;                     // convert every tensor (unset: as held)
+  bool trainable_only = false;
+  uint64_t max_shard_bytes = 10ull << 30;                // diffusers' default split
+  // The tensors' order, which decides the shard split (diffusers splits in state-dict order: pass
+  // the model's module_state names); names not listed follow in layout order.
+  std::vector<std::string> order;
+  std::map<std::string, std::string> metadata{{"format", "pt"}};
+};
+
+// Collective. gather_full_state streamed into `<dir>/<base>.safetensors` (or shards + index, as
+// save_safetensors_sharded lays them out, byte for byte) by rank 0 of the first replica: each unit
+// is written as it arrives, so neither memory nor the writer ever holds the whole model.
+// Returns the files written (on the writing rank; empty elsewhere).
+ShardedWriteResult save_full_state(FsdpEngine& engine, const std::filesystem::path& dir, const std::string& base,
+                                   const FullStateOptions& options = {});
 
 }  // namespace cvx

@@ -1,0 +1,77 @@
+// The sharded engine in a fake world of 8 (one process playing rank 3 of 8): per-rank memory and
+// traffic of 8-way sharding measured without 8 processes.
+#include <gtest/gtest.h>
+
+#include "cvx/dist/fake_communicator.h"
+#include "engine_test_util.h"
+
+namespace {
+
+uint64_t shard_bytes(cvx::FsdpEngine& engine, bool trainable, bool masters) {
+  uint64_t n = 0;
+  for (const auto& unit : engine.units())
+    for (const auto& g : unit.groups()) {
+      if (g.layout.trainable != trainable) continue;
+      const auto& t = masters ? g.master : g.shard;
+      n += t.numel() * t.element_size();
+    }
+  return n;
+}
+
+}  // namespace
+
+// Each sharded figure of a rank of 8 is the total over 8: exactly for the padded layout, and
+// within the alignment padding of the unpadded model.
+TEST(FsdpFakeWorld, PerRankFiguresForEightRanksAreTheTotalOverEight) {
+  for (const bool lora : {true, false}) {
+    SCOPED_TRACE(lora ? "LoRA" : "full fine-tuning");
+    cvx::test::EngineRunOptions o;
+    o.lora = lora;
+    o.global_batch = 8;
+    cvx::FakeCommunicator one(0, 1), eight(3, 8);
+    cvx::test::EngineRun single(one, o), fake(eight, o);
+    const auto m1 = single.engine().memory(), m8 = fake.engine().memory();
+    EXPECT_EQ(m8.world_size, 8);
+    EXPECT_EQ(m8.num_frozen, m1.num_frozen);
+    EXPECT_EQ(m8.num_trainable, m1.num_trainable);
+    EXPECT_EQ(m8.frozen_shards * 8, static_cast<uint64_t>(m8.frozen_padded) * 4);
+    EXPECT_EQ(m8.masters * 8, static_cast<uint64_t>(m8.trainable_padded) * 4);
+    EXPECT_EQ(m8.optimizer, 2 * m8.masters);
+    // Padding: each entry starts at a multiple of 64 (< 64 lost before it), each group ends at a
+    // multiple of 8 x 64.
+    uint64_t padding_elements = 0;
+    for (const auto& unit : fake.engine().units())
+      for (const auto& g : unit.groups()) padding_elements += g.layout.entries.size() * 63 + 8 * 64;
+    const uint64_t padding_bytes = padding_elements * 4;
+    EXPECT_LE(m8.frozen_shards * 8 - static_cast<uint64_t>(m1.num_frozen) * 4, padding_bytes);
+    EXPECT_LE(m8.masters * 8 - static_cast<uint64_t>(m1.num_trainable) * 4, padding_bytes);
+    // What the engine holds is what it reports.
+    EXPECT_EQ(shard_bytes(fake.engine(), false, false), m8.frozen_shards);
+    EXPECT_EQ(shard_bytes(fake.engine(), true, true), m8.masters);
+    // And a step runs end to end in the fake world (values are not meaningful there).
+    EXPECT_TRUE(std::isfinite(fake.step(0)));
+  }
+}
+
+// Per step under ZeRO-3 with recomputation, a rank of 8 all-gathers every block twice (forward,
+// and again for its recomputation) and the persistent root once (after the optimizer step), and
+// reduce-scatters each trainable group once, each at the ring cost of 7/8 of the full buffer.
+TEST(FsdpFakeWorld, TrafficPerStepIsTheRingCostOfTheSchedule) {
+  cvx::test::EngineRunOptions o;
+  o.lora = false;
+  o.global_batch = 8;
+  cvx::FakeCommunicator eight(0, 8);
+  cvx::test::EngineRun run(eight, o);
+  eight.reset_stats();
+  run.step(0);
+  uint64_t gather = 0, scatter = 0;
+  for (const auto& unit : run.engine().units()) {
+    for (const auto& g : unit.groups()) {
+      const uint64_t full = static_cast<uint64_t>(g.layout.padded_numel) * c10::elementSize(g.layout.dtype);
+      gather += (unit.runner_index() >= 0 ? 2 : 1) * full * 7 / 8;
+      if (g.layout.trainable) scatter += static_cast<uint64_t>(g.layout.padded_numel) * 4 * 7 / 8;
+    }
+  }
+  EXPECT_EQ(eight.stats().bytes[cvx::CommStats::all_gather], gather);
+  EXPECT_EQ(eight.stats().bytes[cvx::CommStats::reduce_scatter], scatter);
+}
