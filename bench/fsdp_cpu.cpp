@@ -10,7 +10,6 @@
 #include <string>
 #include <vector>
 
-#include "cvx/core/module_lock.h"
 #include "cvx/core/mpi_env.h"
 #include "cvx/dist/fsdp_engine.h"
 #include "cvx/dist/mpi_communicator.h"
@@ -52,7 +51,6 @@ int main(int argc, char** argv) {
   }
   cvx::MpiCommunicator comm(MPI_COMM_WORLD, "world");
   cvx::FsdpEngine engine(model->sharding_units(), comm, {}, torch::kCPU);
-  cvx::lock_module_structure(*model, "flattened by the sharding engine");
   model->set_block_runner(engine.runner());
   std::vector<cvx::ShardedAdamW::Param> params;
   for (auto& s : engine.trainable_shards()) params.push_back({s.id, s.master, s.grad});

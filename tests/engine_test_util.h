@@ -9,7 +9,6 @@
 #include <string>
 #include <vector>
 
-#include "cvx/core/module_lock.h"
 #include "cvx/dist/fsdp_engine.h"
 #include "cvx/dist/sharded_adamw.h"
 #include "cvx/dist/sharded_state.h"
@@ -59,7 +58,6 @@ class EngineRun {
       for (auto& p : lora_parameters(*model_)) p.normal_(0, 0.05);
     }
     engine_ = std::make_unique<FsdpEngine>(model_->sharding_units(), comm, options.fsdp, torch::kCPU, replicate);
-    lock_module_structure(*model_, "flattened by the sharding engine");
     model_->set_block_runner(engine_->runner());
     std::vector<ShardedAdamW::Param> params;
     for (auto& s : engine_->trainable_shards()) params.push_back({s.id, s.master, s.grad});
@@ -67,10 +65,7 @@ class EngineRun {
     adam.epsilon = options.adam_epsilon;
     optimizer_ = std::make_unique<ShardedAdamW>(params, adam);
   }
-  ~EngineRun() {
-    model_->set_block_runner({});
-    unlock_module_structure(*model_);
-  }
+  ~EngineRun() { model_->set_block_runner({}); }
 
   // Sample `index` of the synthetic dataset: the same on every rank.
   struct Sample {

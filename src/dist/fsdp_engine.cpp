@@ -4,6 +4,7 @@
 #include <set>
 
 #include "cvx/core/error.h"
+#include "cvx/core/module_lock.h"
 #include "cvx/core/recompute.h"
 #include "cvx/core/shape.h"
 
@@ -65,9 +66,19 @@ FsdpEngine::FsdpEngine(std::vector<ShardingUnit> units, Communicator& shard_grou
     CVX_CHECK(by_runner_index_[i] < units_.size(), "sharding engine: no unit has runner index ", i,
               " (runner indices must be 0, 1, ... without gaps)");
   for (auto& unit : units_) trainable_tensors_.push_back(trainable_tensors(unit));
+  for (const auto& unit : units) {
+    if (unit.module == nullptr) continue;
+    lock_module_structure(*unit.module, "flattened by the sharding engine (its parameters are views into the "
+                                        "engine's buffers)");
+    locked_.push_back(unit.module);
+  }
   if (!options.allocate) return;
   for (auto& unit : units_) unit.flatten();
   gather_persistent_units();
+}
+
+FsdpEngine::~FsdpEngine() {
+  for (auto it = locked_.rbegin(); it != locked_.rend(); ++it) unlock_module_structure(**it);
 }
 
 std::vector<torch::Tensor> FsdpEngine::trainable_tensors(const FlatParamUnit& unit) const {

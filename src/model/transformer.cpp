@@ -36,6 +36,7 @@ CogVideoXTransformerImpl::CogVideoXTransformerImpl(const TransformerConfig& c, c
 
 std::vector<ShardingUnit> CogVideoXTransformerImpl::sharding_units() {
   std::vector<ShardingUnit> units(1);
+  units[0].module = this;  // locking the whole model covers the blocks too
   auto add = [](ShardingUnit& unit, const std::string& prefix, const torch::nn::Module& m, bool recurse) {
     for (const auto& p : m.named_parameters(recurse)) unit.parameters.emplace_back(prefix + p.key(), p.value());
     for (const auto& b : m.named_buffers(recurse)) unit.buffers.emplace_back(prefix + b.key(), b.value());
@@ -47,6 +48,7 @@ std::vector<ShardingUnit> CogVideoXTransformerImpl::sharding_units() {
     ShardingUnit unit;
     unit.name = "transformer_blocks." + std::to_string(i);
     unit.runner_index = static_cast<int64_t>(i);
+    unit.module = (*transformer_blocks)[i].get();
     add(unit, unit.name + ".", *(*transformer_blocks)[i], true);
     units.push_back(std::move(unit));
   }

@@ -75,3 +75,21 @@ TEST(FsdpFakeWorld, TrafficPerStepIsTheRingCostOfTheSchedule) {
   EXPECT_EQ(eight.stats().bytes[cvx::CommStats::all_gather], gather);
   EXPECT_EQ(eight.stats().bytes[cvx::CommStats::reduce_scatter], scatter);
 }
+
+TEST(FsdpFakeWorld, TheEngineLocksTheModelWhileItHoldsItsParameters) {
+  cvx::FakeCommunicator world(0, 8);
+  cvx::LoraConfig more;
+  more.rank = 2;
+  more.alpha = 2;
+  more.target_modules = {"ff.net.2"};
+  auto run = std::make_unique<cvx::test::EngineRun>(world, cvx::test::EngineRunOptions{});
+  auto model = run->model();
+  try {
+    cvx::inject_lora(*model, more);
+    ADD_FAILURE() << "an adapter was added to a flattened model";
+  } catch (const cvx::Error& e) {
+    EXPECT_NE(e.message().find("flattened by the sharding engine"), std::string::npos) << e.message();
+  }
+  run.reset();
+  cvx::inject_lora(*model, more);  // the engine is gone: the model is the user's again
+}

@@ -29,6 +29,9 @@ struct ShardingUnit {
   // >= 0: the unit runs through the UnitRunner with this index, once per forward, in index order.
   // -1: the root — its tensors are used outside the runner, before and after the runner's units.
   int64_t runner_index = -1;
+  // The module the tensors belong to: an engine holding them locks its structure
+  // (core/module_lock.h) for as long as it exists. Optional.
+  const torch::nn::Module* module = nullptr;
 };
 
 }  // namespace cvx

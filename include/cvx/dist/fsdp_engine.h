@@ -17,8 +17,9 @@
 // parameters have fp32 master shards that the optimizer updates; frozen ones only their
 // compute-dtype shards.
 //
-// Lifetime: the engine must outlive every graph built through its runner; the model's structure
-// is locked while the engine exists (lock_module_structure by the caller that owns the model).
+// Lifetime: the engine must outlive every graph built through its runner. While it exists, the
+// units' modules are locked (core/module_lock.h): adapter changes, merges and load_state on the
+// model are refused, since they would detach parameters from the engine's buffers.
 #pragma once
 #include <torch/torch.h>
 
@@ -94,6 +95,7 @@ class FsdpEngine {
   // group (hybrid sharding: shard within a node, replicate across nodes).
   FsdpEngine(std::vector<ShardingUnit> units, Communicator& shard_group, const FsdpOptions& options,
              torch::Device device, Communicator* replicate_group = nullptr);
+  ~FsdpEngine();
   FsdpEngine(const FsdpEngine&) = delete;
   FsdpEngine& operator=(const FsdpEngine&) = delete;
 
@@ -158,6 +160,7 @@ class FsdpEngine {
   std::vector<torch::Tensor> trainable_tensors(const FlatParamUnit& unit) const;
   void check_allocated(const char* what) const;
 
+  std::vector<const torch::nn::Module*> locked_;
   std::vector<FlatParamUnit> units_;
   std::vector<size_t> by_runner_index_;  // runner index -> position in units_
   std::vector<std::vector<torch::Tensor>> trainable_tensors_;  // per unit, the tensors given to the node
