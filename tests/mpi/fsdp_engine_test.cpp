@@ -17,9 +17,11 @@
 #include "cvx/dist/mpi_communicator.h"
 #include "cvx/io/model_folder.h"
 #include "engine_test_util.h"
+#include "mpi/mpi_test_util.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
+using cvx::test::shared_scratch;
 
 namespace {
 
@@ -37,15 +39,6 @@ std::unique_ptr<cvx::Communicator> self() {
   return std::make_unique<cvx::MpiCommunicator>(MPI_COMM_SELF, "self", test_options());
 }
 
-fs::path shared_scratch(const std::string& name) {
-  std::string dir;
-  if (cvx::mpi_world().rank == 0) dir = cvx::test::scratch_dir(name).string();
-  int length = static_cast<int>(dir.size());
-  CVX_MPI(MPI_Bcast(&length, 1, MPI_INT, 0, MPI_COMM_WORLD));
-  dir.resize(length);
-  CVX_MPI(MPI_Bcast(dir.data(), length, MPI_CHAR, 0, MPI_COMM_WORLD));
-  return dir;
-}
 
 void expect_states_near(const std::map<std::string, torch::Tensor>& a, const std::map<std::string, torch::Tensor>& b,
                         double atol, const std::string& what) {

@@ -7,9 +7,11 @@
 #include "cvx/core/error.h"
 #include "cvx/core/mpi_env.h"
 #include "latent_store_test_util.h"
+#include "mpi/mpi_test_util.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
+using cvx::test::shared_scratch;
 using cvx::test::same_bits;
 using cvx::test::store_test_tensor;
 
@@ -17,16 +19,6 @@ namespace {
 constexpr int64_t kSamples = 11, kPrompts = 3;
 const std::vector<int64_t> kMoments{8, 3, 4, 6}, kImage{8, 1, 4, 6}, kEmbedding{5, 8};
 
-// Rank 0 makes the directory; every rank gets its path.
-fs::path shared_scratch(const std::string& name) {
-  std::string dir;
-  if (cvx::mpi_world().rank == 0) dir = cvx::test::scratch_dir(name).string();
-  int length = static_cast<int>(dir.size());
-  CVX_MPI(MPI_Bcast(&length, 1, MPI_INT, 0, MPI_COMM_WORLD));
-  dir.resize(length);
-  CVX_MPI(MPI_Bcast(dir.data(), length, MPI_CHAR, 0, MPI_COMM_WORLD));
-  return dir;
-}
 
 bool mine(int64_t row) {
   const auto& world = cvx::mpi_world();
