@@ -151,18 +151,19 @@ std::pair<int64_t, int64_t> FlatParamUnit::shard_range(const Group& g) const {
   return {r * s, (r + 1) * s};
 }
 
-void FlatParamUnit::write_entry_slice(Group& g, size_t e, const torch::Tensor& values) {
+int64_t FlatParamUnit::write_entry_slice(Group& g, size_t e, const torch::Tensor& values) {
   torch::NoGradGuard no_grad;
   const auto& entry = g.layout.entries.at(e);
   CVX_CHECK(values.numel() == entry.numel, "sharding unit ", name_, ": ", quote(entry.name), " has ", values.numel(),
             " values, its layout ", entry.numel);
   const auto [begin, end] = shard_range(g);
   const int64_t lo = std::max(begin, entry.offset), hi = std::min(end, entry.offset + entry.numel);
-  if (lo >= hi) return;
+  if (lo >= hi) return 0;
   const auto part = values.reshape({-1}).narrow(0, lo - entry.offset, hi - lo);
   g.shard.narrow(0, lo - begin, hi - lo).copy_(part);
   // The master takes the values before rounding to the compute dtype (fp32 adapters under bf16).
   if (g.master.defined() && !g.master.is_same(g.shard)) g.master.narrow(0, lo - begin, hi - lo).copy_(part);
+  return hi - lo;
 }
 
 void FlatParamUnit::flatten() {

@@ -113,7 +113,6 @@ ShardLoadReport FsdpEngine::load(const TensorSource& source, const std::string& 
   std::set<std::string> listed;
   for (auto& unit : units_) {
     for (auto& g : unit.groups()) {
-      const auto [begin, end] = unit.shard_range(g);
       for (size_t e = 0; e < g.layout.entries.size(); ++e) {
         const auto& entry = g.layout.entries[e];
         const std::string key = prefix + entry.name;
@@ -129,15 +128,11 @@ ShardLoadReport FsdpEngine::load(const TensorSource& source, const std::string& 
                                       shape_string(entry.shape));
           continue;
         }
-        const int64_t lo = std::max(begin, entry.offset), hi = std::min(end, entry.offset + entry.numel);
-        if (lo >= hi) continue;
         // A view of the mapped file: only the slice this rank owns is read (and converted).
-        const auto values = source.tensor(key).reshape({-1}).narrow(0, lo - entry.offset, hi - lo);
-        torch::NoGradGuard no_grad;
-        g.shard.narrow(0, lo - begin, hi - lo).copy_(values);
-        if (g.master.defined() && !g.master.is_same(g.shard)) g.master.narrow(0, lo - begin, hi - lo).copy_(values);
+        const int64_t n = unit.write_entry_slice(g, e, source.tensor(key));
+        if (n == 0) continue;
         ++report.num_loaded;
-        report.bytes_read += static_cast<uint64_t>(hi - lo) * safetensors_dtype_size(info.dtype);
+        report.bytes_read += static_cast<uint64_t>(n) * safetensors_dtype_size(info.dtype);
       }
     }
   }

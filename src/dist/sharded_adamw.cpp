@@ -38,13 +38,4 @@ void ShardedAdamW::step(double lr) {
   }
 }
 
-std::vector<std::pair<std::string, torch::Tensor>> ShardedAdamW::state() {
-  std::vector<std::pair<std::string, torch::Tensor>> out;
-  for (size_t i = 0; i < params_.size(); ++i) {
-    out.emplace_back(params_[i].id + "/exp_avg", exp_avg_[i]);
-    out.emplace_back(params_[i].id + "/exp_avg_sq", exp_avg_sq_[i]);
-  }
-  return out;
-}
-
 }  // namespace cvx

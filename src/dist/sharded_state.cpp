@@ -31,9 +31,8 @@ std::string group_id(const FlatParamUnit& unit, const FlatParamUnit::Group& g) {
 std::map<std::string, std::pair<torch::Tensor, torch::Tensor>> moments(const ShardedAdamW* optimizer) {
   std::map<std::string, std::pair<torch::Tensor, torch::Tensor>> out;
   if (optimizer == nullptr) return out;
-  auto* opt = const_cast<ShardedAdamW*>(optimizer);
-  for (size_t i = 0; i < opt->params().size(); ++i)
-    out[opt->params()[i].id] = {opt->exp_avg()[i], opt->exp_avg_sq()[i]};
+  for (size_t i = 0; i < optimizer->params().size(); ++i)
+    out[optimizer->params()[i].id] = {optimizer->exp_avg()[i], optimizer->exp_avg_sq()[i]};
   return out;
 }
 

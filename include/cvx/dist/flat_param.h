@@ -94,9 +94,10 @@ class FlatParamUnit {
   // points the module's tensors at views of `full` and drops full's bytes (the unit is sharded).
   // Entries whose tensors were unmaterialised are zero until a loader writes their slices.
   void flatten();
-  // Writes values[a, a + n) of entry `e` (flattened, row-major) into the shard (and master) where
-  // they fall into this rank's range; values may be the whole tensor or more.
-  void write_entry_slice(Group& g, size_t e, const torch::Tensor& whole_entry_values);
+  // Writes the part of entry `e`'s values (the whole tensor, any dtype; e.g. a view of a mapped
+  // file) that falls into this rank's shard into the shard (and master), converting only that
+  // part. Returns the number of elements written.
+  int64_t write_entry_slice(Group& g, size_t e, const torch::Tensor& whole_entry_values);
 
   // All-gathers every group into full (asynchronously: finish with wait_unshard()).
   void unshard_async(Communicator& comm);

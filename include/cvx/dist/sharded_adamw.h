@@ -28,13 +28,11 @@ class ShardedAdamW {
   void step(double lr);
   int64_t step_count() const { return step_; }
 
-  // The state tensors themselves (this rank's shards) as "<id>/exp_avg" and "<id>/exp_avg_sq": a
-  // checkpoint saves them and restores them by copying into them.
-  std::vector<std::pair<std::string, torch::Tensor>> state();
   void set_step_count(int64_t step) { step_ = step; }
   const std::vector<Param>& params() const { return params_; }
-  std::vector<torch::Tensor>& exp_avg() { return exp_avg_; }
-  std::vector<torch::Tensor>& exp_avg_sq() { return exp_avg_sq_; }
+  // Aligned with params(); the tensors are the state itself (a checkpoint copies into them).
+  const std::vector<torch::Tensor>& exp_avg() const { return exp_avg_; }
+  const std::vector<torch::Tensor>& exp_avg_sq() const { return exp_avg_sq_; }
   const AdamWOptions& options() const { return options_; }
 
  private:
