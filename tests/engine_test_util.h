@@ -35,28 +35,65 @@ struct EngineRunOptions {
   uint64_t seed = 11;
 };
 
-// One rank's share of the run. The model and its LoRA adapters are initialised from the seed, so
-// every rank and every world size starts from the same weights.
+// The run's model, initialised from the seed: every rank and every world size starts from the
+// same weights. LoRA: adapters (with a non-zero B) on attention and proj_out, the rest frozen.
+inline CogVideoXTransformer make_test_model(const EngineRunOptions& options) {
+  torch::manual_seed(static_cast<int64_t>(options.seed));
+  TransformerConfig config = tiny_transformer(options.variant);
+  config.num_layers = options.num_layers;
+  CogVideoXTransformer model(config);
+  if (options.lora) {
+    LoraConfig lora;
+    lora.rank = 4;
+    lora.alpha = 8;
+    lora.target_modules = {"to_q", "to_k", "to_v", "to_out.0", "proj_out"};
+    inject_lora(*model, lora);
+    mark_only_lora_trainable(*model);
+    // B starts at zero (no gradient for A at step 1); a non-zero B exercises every gradient.
+    torch::NoGradGuard no_grad;
+    for (auto& p : lora_parameters(*model)) p.normal_(0, 0.05);
+  }
+  return model;
+}
+
+// Sample `index` of the synthetic dataset: the same on every rank.
+struct TestSample {
+  torch::Tensor latents, text, target, timestep;
+};
+inline TestSample test_sample(const TransformerConfig& config, int64_t index) {
+  auto gen = at::detail::createCPUGenerator(1000 + static_cast<uint64_t>(index));
+  const int64_t frames = config.patch_size_t ? 2 : 3;
+  TestSample s;
+  s.latents = torch::randn({1, frames, config.in_channels, 6, 8}, gen);
+  s.text = torch::randn({1, 12, config.text_embed_dim}, gen);
+  s.target = torch::randn({1, frames, config.out_channels, 6, 8}, gen);
+  s.timestep = torch::randint(0, 1000, {1}, gen, torch::kLong);
+  return s;
+}
+
+// The loss of samples [first, first + n): mean squared error of the velocity against the target.
+inline torch::Tensor test_loss(CogVideoXTransformer& model, int64_t first, int64_t n) {
+  std::vector<torch::Tensor> latents, text, target, timestep;
+  for (int64_t i = 0; i < n; ++i) {
+    const auto s = test_sample(model->config, first + i);
+    latents.push_back(s.latents);
+    text.push_back(s.text);
+    target.push_back(s.target);
+    timestep.push_back(s.timestep);
+  }
+  const auto x = torch::cat(latents);
+  const auto rope = training_rotary_embedding(model->config, 6, 8, x.size(1));
+  const auto out = model->forward(x, torch::cat(text), torch::cat(timestep), std::nullopt,
+                                  rope.cos.defined() ? &rope : nullptr);
+  return (out - torch::cat(target)).pow(2).mean();
+}
+
+// One rank's share of the run.
 class EngineRun {
  public:
   // `replicate`: the group replicas of `comm` average their gradients over (hybrid sharding).
   EngineRun(Communicator& comm, const EngineRunOptions& options, Communicator* replicate = nullptr)
-      : comm_(comm), options_(options) {
-    torch::manual_seed(static_cast<int64_t>(options.seed));
-    config_ = tiny_transformer(options.variant);
-    config_.num_layers = options.num_layers;
-    model_ = CogVideoXTransformer(config_);
-    if (options.lora) {
-      LoraConfig lora;
-      lora.rank = 4;
-      lora.alpha = 8;
-      lora.target_modules = {"to_q", "to_k", "to_v", "to_out.0", "proj_out"};
-      inject_lora(*model_, lora);
-      mark_only_lora_trainable(*model_);
-      // B starts at zero (no gradient for A at step 1); a non-zero B exercises every gradient.
-      torch::NoGradGuard no_grad;
-      for (auto& p : lora_parameters(*model_)) p.normal_(0, 0.05);
-    }
+      : comm_(comm), options_(options), model_(make_test_model(options)) {
     engine_ = std::make_unique<FsdpEngine>(model_->sharding_units(), comm, options.fsdp, torch::kCPU, replicate);
     model_->set_block_runner(engine_->runner());
     std::vector<ShardedAdamW::Param> params;
@@ -67,21 +104,6 @@ class EngineRun {
   }
   ~EngineRun() { model_->set_block_runner({}); }
 
-  // Sample `index` of the synthetic dataset: the same on every rank.
-  struct Sample {
-    torch::Tensor latents, text, target, timestep;
-  };
-  Sample sample(int64_t index) const {
-    auto gen = at::detail::createCPUGenerator(1000 + static_cast<uint64_t>(index));
-    const int64_t frames = config_.patch_size_t ? 2 : 3;
-    Sample s;
-    s.latents = torch::randn({1, frames, config_.in_channels, 6, 8}, gen);
-    s.text = torch::randn({1, 12, config_.text_embed_dim}, gen);
-    s.target = torch::randn({1, frames, config_.out_channels, 6, 8}, gen);
-    s.timestep = torch::randint(0, 1000, {1}, gen, torch::kLong);
-    return s;
-  }
-
   // One optimizer step on samples [step * G + offset, (step + 1) * G + offset): this rank takes its
   // even share of each micro-step. Returns the mean loss over the group (all its ranks agree).
   double step(int64_t step_index, int64_t sample_offset = 0) {
@@ -90,19 +112,8 @@ class EngineRun {
     engine_->zero_grad();
     double loss_sum = 0;
     for (int64_t m = 0; m < a; ++m) {
-      std::vector<Sample> batch;
-      for (int64_t i = 0; i < per_rank; ++i)
-        batch.push_back(sample(sample_offset + step_index * g + m * per_micro + comm_.rank() * per_rank + i));
-      auto cat = [&](auto field) {
-        std::vector<torch::Tensor> parts;
-        for (const auto& s : batch) parts.push_back(s.*field);
-        return torch::cat(parts);
-      };
-      const auto latents = cat(&Sample::latents), target = cat(&Sample::target);
-      const auto rope = training_rotary_embedding(config_, 6, 8, latents.size(1));
-      const auto out = model_->forward(latents, cat(&Sample::text), cat(&Sample::timestep), std::nullopt,
-                                       rope.cos.defined() ? &rope : nullptr);
-      const auto loss = (out - target).pow(2).mean();
+      const int64_t first = sample_offset + step_index * g + m * per_micro + comm_.rank() * per_rank;
+      const auto loss = test_loss(model_, first, per_rank);
       engine_->backward(loss / static_cast<double>(a));
       loss_sum += loss.item<double>();
     }
@@ -131,7 +142,6 @@ class EngineRun {
  private:
   Communicator& comm_;
   EngineRunOptions options_;
-  TransformerConfig config_;
   CogVideoXTransformer model_{nullptr};
   std::unique_ptr<FsdpEngine> engine_;
   std::unique_ptr<ShardedAdamW> optimizer_;
