@@ -95,6 +95,7 @@ class EngineRun {
   EngineRun(Communicator& comm, const EngineRunOptions& options, Communicator* replicate = nullptr)
       : comm_(comm), options_(options), model_(make_test_model(options)) {
     engine_ = std::make_unique<FsdpEngine>(model_->sharding_units(), comm, options.fsdp, torch::kCPU, replicate);
+    if (options.fsdp.precision.param_dtype) model_->set_compute_dtype(*options.fsdp.precision.param_dtype);
     model_->set_block_runner(engine_->runner());
     std::vector<ShardedAdamW::Param> params;
     for (auto& s : engine_->trainable_shards()) params.push_back({s.id, s.master, s.grad});

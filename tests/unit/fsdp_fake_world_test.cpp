@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "cvx/dist/fake_communicator.h"
+#include "cvx/io/model_folder.h"
 #include "engine_test_util.h"
 
 namespace {
@@ -92,4 +93,36 @@ TEST(FsdpFakeWorld, TheEngineLocksTheModelWhileItHoldsItsParameters) {
   }
   run.reset();
   cvx::inject_lora(*model, more);  // the engine is gone: the model is the user's again
+}
+
+// Mixed precision: bf16 compute shards for every tensor, fp32 masters holding the adapters'
+// values before rounding, fp32 gradients; after a step the bf16 shards are the rounded masters.
+TEST(FsdpFakeWorld, Bf16PolicyKeepsFp32MastersAndBf16Shards) {
+  cvx::test::EngineRunOptions o;
+  o.fsdp.precision.param_dtype = torch::kBFloat16;
+  o.global_batch = 4;
+  cvx::FakeCommunicator world(1, 4);
+  const auto original = cvx::test::make_test_model(o);
+  std::map<std::string, torch::Tensor> fp32;
+  for (const auto& [name, t] : cvx::module_state(*original)) fp32[name] = t;
+  cvx::test::EngineRun run(world, o);
+  for (const auto& unit : run.engine().units())
+    for (const auto& g : unit.groups()) {
+      EXPECT_EQ(g.shard.scalar_type(), torch::kBFloat16);
+      if (!g.layout.trainable) continue;
+      EXPECT_EQ(g.master.scalar_type(), torch::kFloat32);
+      EXPECT_EQ(g.grad.scalar_type(), torch::kFloat32);
+      // Rank 1's slice of each master equals the fp32 values exactly.
+      const auto [begin, end] = unit.shard_range(g);
+      for (const auto& e : g.layout.entries) {
+        const int64_t lo = std::max(begin, e.offset), hi = std::min(end, e.offset + e.numel);
+        if (lo >= hi) continue;
+        const auto expected = fp32.at(e.name).reshape({-1}).narrow(0, lo - e.offset, hi - lo);
+        EXPECT_TRUE(torch::equal(g.master.narrow(0, lo - begin, hi - lo), expected)) << e.name;
+      }
+    }
+  EXPECT_TRUE(std::isfinite(run.step(0)));
+  for (const auto& unit : run.engine().units())
+    for (const auto& g : unit.groups())
+      if (g.layout.trainable) EXPECT_TRUE(torch::equal(g.shard, g.master.to(torch::kBFloat16))) << unit.name();
 }
