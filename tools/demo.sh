@@ -4,8 +4,8 @@
 #
 # Today this runs what exists: a tiny random model folder (cvx_make_tiny), the latent precompute
 # into one HDF5 store on 2 ranks (cvx_precompute) and its inspection, the training set-up
-# (cvx_train --dry_run: resolved config, run folder, logs; the training loop is not in yet) and
-# cvx_generate rendering the prompts on 2 ranks.
+# (cvx_train --dry_run: resolved config, run folder, logs, the per-rank memory plan; the training
+# loop is not in yet) and cvx_generate rendering the prompts on 2 ranks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install_deps.sh

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "cvx/core/log.h"
+#include "cvx/dist/world_communicator.h"
 #include "cvx/train/memory_plan.h"
 
 namespace cvx {
@@ -18,11 +19,12 @@ int run_training(const AppContext& ctx, const TrainRunConfig& config) {
   const int64_t global_batch = t.batch_size * t.gradient_accumulation_steps * world_size;
   std::ostringstream lora;
   if (t.training_type == "lora") lora << "; LoRA rank " << config.lora.rank << ", scale " << config.lora.scale();
+  const std::string backend = resolve_backend(config.parallel.backend, rank_device(*ctx.mpi));
   CVX_INFO << "plan: " << t.training_type << " fine-tuning of " << config.model.path << " (variant "
            << config.model.variant << ", compute dtype " << t.mixed_precision << ") on clips " << resolution.to_string()
            << "; global batch " << global_batch << " = " << t.batch_size << " per rank x " << t.gradient_accumulation_steps
            << " accumulation x " << world_size << " rank(s)" << (simulated > 0 ? " (simulated)" : "") << "; sharding "
-           << config.parallel.sharding << lora.str();
+           << config.parallel.sharding << " over " << backend << lora.str();
   // The memory plan needs the transformer's shape: from the model folder, or the variant's preset.
   const bool plannable = std::filesystem::exists(std::filesystem::path(config.model.path) / "transformer" / "config.json") ||
                          config.model.variant != "auto";
