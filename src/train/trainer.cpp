@@ -21,7 +21,8 @@ int run_training(const AppContext& ctx, const TrainRunConfig& config) {
   if (t.training_type == "lora") lora << "; LoRA rank " << config.lora.rank << ", scale " << config.lora.scale();
   const std::string backend = resolve_backend(config.parallel.backend, rank_device(*ctx.mpi));
   CVX_INFO << "plan: " << t.training_type << " fine-tuning of " << config.model.path << " (variant "
-           << config.model.variant << ", compute dtype " << t.mixed_precision << ") on clips " << resolution.to_string()
+           << config.model.variant << ", compute dtype " << (t.mixed_precision == "no" ? "fp32" : t.mixed_precision)
+           << ") on clips " << resolution.to_string()
            << "; global batch " << global_batch << " = " << t.batch_size << " per rank x " << t.gradient_accumulation_steps
            << " accumulation x " << world_size << " rank(s)" << (simulated > 0 ? " (simulated)" : "") << "; sharding "
            << config.parallel.sharding << " over " << backend << lora.str();
