@@ -424,3 +424,33 @@ TEST(FsdpEngine, Bf16PolicyAgreesWithOneRankToBf16Precision) {
     EXPECT_NEAR(sharded.last_grad_norm(), reference.last_grad_norm(), 2e-2 * reference.last_grad_norm());
   }
 }
+
+// Random weights for benchmarks: an unmaterialised model filled tensor by tensor through the
+// engine (the full model never exists); every rank's shards together hold exactly what the init
+// function produced for each tensor.
+TEST(FsdpEngine, InitializeFillsUnmaterializedTensorsOneAtATime) {
+  auto all = world();
+  const auto config = cvx::tiny_transformer("5b");
+  cvx::CogVideoXTransformer model(config, cvx::ModuleInit::unmaterialized(torch::kFloat32));
+  cvx::FsdpEngine engine(model->sharding_units(), *all, {}, torch::kCPU);
+  auto init = [](const std::string& name, torch::Tensor& values) {
+    auto gen = at::detail::createCPUGenerator(std::hash<std::string>{}(name));
+    values.normal_(0.0, 0.02, gen);
+  };
+  int64_t calls = 0;
+  engine.initialize([&](const std::string& name, torch::Tensor& values) {
+    ++calls;
+    init(name, values);
+  });
+  EXPECT_EQ(calls, static_cast<int64_t>(cvx::module_state(*model).size()));
+  std::map<std::string, torch::Tensor> full;
+  cvx::gather_full_state(engine, [&](const std::string& n, const torch::Tensor& v) { full[n] = v.clone(); });
+  if (all->rank() == 0) {
+    ASSERT_EQ(full.size(), static_cast<size_t>(calls));
+    for (const auto& [name, value] : full) {
+      auto expected = torch::empty(value.sizes());
+      init(name, expected);
+      EXPECT_TRUE(torch::equal(value, expected)) << name;
+    }
+  }
+}
