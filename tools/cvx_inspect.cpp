@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "cvx/core/error.h"
+#include "cvx/core/format_bytes.h"
 #include "cvx/core/shape.h"
 #include "cvx/data/latent_store.h"
 #include "cvx/io/model_folder.h"
@@ -15,20 +16,6 @@
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string human_bytes(uint64_t bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double value = static_cast<double>(bytes);
-  int unit = 0;
-  while (value >= 1024 && unit < 4) {
-    value /= 1024;
-    ++unit;
-  }
-  char buffer[32];
-  std::snprintf(buffer, sizeof(buffer), unit == 0 ? "%.0f %s" : "%.1f %s", value, units[unit]);
-  return buffer;
-}
-
 
 void print_tensors(const cvx::TensorSource& source, const std::string& indent) {
   const auto names = source.names();
@@ -47,7 +34,7 @@ void print_tensors(const cvx::TensorSource& source, const std::string& indent) {
   std::string dtypes;
   for (const auto& [dtype, count] : per_dtype) dtypes += (dtypes.empty() ? "" : ", ") + std::to_string(count) + " " + dtype;
   std::printf("%s%zu tensors (%s), %s\n", indent.c_str(), names.size(), dtypes.empty() ? "none" : dtypes.c_str(),
-              human_bytes(total).c_str());
+              cvx::format_bytes(total, 1).c_str());
 }
 
 void print_metadata(const cvx::TensorSource& source, const std::string& indent) {

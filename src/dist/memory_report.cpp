@@ -18,23 +18,6 @@ std::string grouped(int64_t n) {
 
 }  // namespace
 
-std::string format_bytes(uint64_t bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double value = static_cast<double>(bytes);
-  int u = 0;
-  while (value >= 1024.0 && u < 4) {
-    value /= 1024.0;
-    ++u;
-  }
-  char buffer[32];
-  if (u == 0) {
-    std::snprintf(buffer, sizeof buffer, "%llu B", static_cast<unsigned long long>(bytes));
-  } else {
-    std::snprintf(buffer, sizeof buffer, "%.2f %s", value, units[u]);
-  }
-  return buffer;
-}
-
 std::vector<MemoryLine> engine_memory_lines(const EngineMemory& m, const FsdpOptions& options) {
   const bool sharded = m.strategy != ShardingStrategy::none && m.world_size > 1;
   const std::string n = sharded ? std::to_string(m.world_size) : "1";

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "cvx/core/format_bytes.h"
 #include "cvx/dist/fsdp_engine.h"
 
 namespace cvx {
@@ -23,9 +24,6 @@ struct MemoryLine {
   std::string item, formula;
   uint64_t bytes = 0;
 };
-
-// "1.23 GiB" / "456.0 MiB" / "12.0 KiB" / "7 B".
-std::string format_bytes(uint64_t bytes);
 
 // The engine's items as lines (formula with its inputs substituted).
 std::vector<MemoryLine> engine_memory_lines(const EngineMemory& memory, const FsdpOptions& options);
