@@ -56,6 +56,15 @@ void expect_states_equal(const std::map<std::string, torch::Tensor>& a, const st
   for (const auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << what << ": " << name;
 }
 
+// `state` written by rank 0 into a shared scratch file that every rank then maps.
+std::shared_ptr<cvx::SafetensorsFile> shared_weights(cvx::Communicator& all, const std::string& name,
+                                                     const cvx::NamedTensors& state) {
+  const fs::path file = shared_scratch(name) / "w.safetensors";
+  if (all.rank() == 0) cvx::save_safetensors(file, state);
+  all.barrier();
+  return cvx::SafetensorsFile::open(file);
+}
+
 cvx::test::EngineRunOptions options_for(bool lora, cvx::ShardingStrategy strategy = cvx::ShardingStrategy::full) {
   cvx::test::EngineRunOptions o;
   o.lora = lora;
@@ -207,13 +216,10 @@ TEST(FsdpEngine, LoadingAStateOfAnotherModelNamesTheTensor) {
 // Real-size loading, in miniature: unmaterialised model, each rank reads only its slices.
 TEST(FsdpEngine, LoadingIntoShardsEqualsLoadingTheWholeModel) {
   auto all = world();
-  const fs::path dir = shared_scratch("shard_load");
   auto config = cvx::tiny_transformer("1.5-t2v");
   torch::manual_seed(3);
   cvx::CogVideoXTransformer source_model(config);
-  if (all->rank() == 0) cvx::save_safetensors(dir / "w.safetensors", cvx::module_state(*source_model));
-  all->barrier();
-  const auto weights = cvx::SafetensorsFile::open(dir / "w.safetensors");
+  const auto weights = shared_weights(*all, "shard_load", cvx::module_state(*source_model));
   cvx::CogVideoXTransformer model(config, cvx::ModuleInit::unmaterialized(torch::kFloat32));
   cvx::FsdpEngine engine(model->sharding_units(), *all, {}, torch::kCPU);
   const auto report = engine.load(*weights);
@@ -240,7 +246,6 @@ TEST(FsdpEngine, LoadingIntoShardsEqualsLoadingTheWholeModel) {
 
 TEST(FsdpEngine, LoadingWeightsThatDoNotFitListsTheProblems) {
   auto all = world();
-  const fs::path dir = shared_scratch("shard_load_bad");
   auto config = cvx::tiny_transformer("5b");
   torch::manual_seed(3);
   cvx::CogVideoXTransformer source_model(config);
@@ -248,9 +253,7 @@ TEST(FsdpEngine, LoadingWeightsThatDoNotFitListsTheProblems) {
   state.erase(state.begin());                                   // one missing
   state.emplace_back("extra.weight", torch::zeros({2}));        // one unexpected
   state[3].second = torch::zeros({static_cast<int64_t>(7)});   // one mismatched
-  if (all->rank() == 0) cvx::save_safetensors(dir / "w.safetensors", state);
-  all->barrier();
-  const auto weights = cvx::SafetensorsFile::open(dir / "w.safetensors");
+  const auto weights = shared_weights(*all, "shard_load_bad", state);
   cvx::CogVideoXTransformer model(config, cvx::ModuleInit::unmaterialized(torch::kFloat32));
   cvx::FsdpEngine engine(model->sharding_units(), *all, {}, torch::kCPU);
   try {
