@@ -187,6 +187,18 @@ void OptionVisitor::operator()(const char* key, std::vector<int64_t>& value, con
        }});
 }
 
+void OptionVisitor::alias(const char* alias, const char* key) {
+  const OptionInfo* target = nullptr;
+  for (const auto& existing : out_)
+    if (existing.section == section_ && existing.key == key) target = &existing;
+  CVX_CHECK(target != nullptr, "alias ", alias, " names option ", key, ", which is not registered before it");
+  OptionInfo info = *target;
+  info.key = alias;
+  info.help = std::string("alias of ") + key;
+  info.alias_of = key;
+  add(std::move(info));
+}
+
 void OptionVisitor::choice(const char* key, std::string& value, std::vector<std::string> choices, const char* help) {
   const auto allowed = choices;
   add({"", key, help, "string", std::move(choices), "", [&value] { return value; },
@@ -252,7 +264,11 @@ void Options::apply(OptionInfo& option, const std::string& value, const std::str
     std::string message = "invalid value '" + value + "' for " + option.full_name() + " (" + origin + "): " + e.what();
     CVX_THROW_AS(ConfigError, message);
   }
-  if (!was_set(option.full_name())) set_.push_back(option.full_name());
+  // An alias counts as setting the option it names.
+  const std::string name = option.alias_of.empty() ? option.full_name()
+                           : option.section.empty() ? option.alias_of
+                                                    : option.section + "." + option.alias_of;
+  if (!was_set(name)) set_.push_back(name);
 }
 
 void Options::apply_ini(const std::string& file) {
@@ -443,7 +459,7 @@ std::string Options::to_ini() const {
     os << "\n";
     if (!section.name.empty()) os << "[" << section.name << "]\n";
     for (const auto& o : options_)
-      if (o.section == section.name) os << o.key << " = " << o.get() << "\n";
+      if (o.section == section.name && o.alias_of.empty()) os << o.key << " = " << o.get() << "\n";
   }
   return os.str();
 }

@@ -33,7 +33,7 @@ torch::Dtype compute_dtype(const std::string& mixed_precision) {
 
 FsdpOptions engine_options(const TrainRunConfig& config) {
   FsdpOptions o;
-  o.strategy = parse_sharding_strategy(config.parallel.sharding);
+  o.strategy = parse_sharding_strategy(config.parallel.resolved_sharding());
   o.precision.param_dtype = compute_dtype(config.train.mixed_precision);
   o.precision.reduce_dtype = config.parallel.reduce_dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32;
   o.recompute = config.train.gradient_checkpointing;

@@ -25,7 +25,7 @@ int run_training(const AppContext& ctx, const TrainRunConfig& config) {
            << ") on clips " << resolution.to_string()
            << "; global batch " << global_batch << " = " << t.batch_size << " per rank x " << t.gradient_accumulation_steps
            << " accumulation x " << world_size << " rank(s)" << (simulated > 0 ? " (simulated)" : "") << "; sharding "
-           << config.parallel.sharding << " over " << backend << lora.str();
+           << config.parallel.resolved_sharding() << " over " << backend << lora.str();
   // The memory plan needs the transformer's shape: from the model folder, or the variant's preset.
   const bool plannable = std::filesystem::exists(std::filesystem::path(config.model.path) / "transformer" / "config.json") ||
                          config.model.variant != "auto";

@@ -30,6 +30,7 @@ struct OptionInfo {
   std::string default_value;         // rendered when registered
   std::function<std::string()> get;
   std::function<void(const std::string&)> set;  // throws std::invalid_argument with the reason
+  std::string alias_of;  // an alternative name of that option (same section): parsed, never printed
   std::string full_name() const { return section.empty() ? key : section + "." + key; }
 };
 
@@ -47,6 +48,10 @@ class OptionVisitor {
   void operator()(const char* key, std::vector<std::string>& value, const char* help);
   void operator()(const char* key, std::vector<int64_t>& value, const char* help);
   void choice(const char* key, std::string& value, std::vector<std::string> choices, const char* help);
+  // `alias` is another accepted name of the option `key` registered before it (e.g. the official
+  // scheme's "lora_alpha" for "alpha"): it sets the same field, shows in --help as an alias and is
+  // never written by to_ini().
+  void alias(const char* alias, const char* key);
 
  private:
   void add(OptionInfo info);

@@ -14,6 +14,7 @@ struct ParallelConfig {
   bool prefetch = true;
   std::string reduce_dtype = "fp32";
   int64_t simulate_world_size = 0;
+  int64_t zero_stage = 0;  // 0: `sharding` decides; 2 or 3 override it (DeepSpeed's names)
 
   template <class V>
   void visit(V& v) {
@@ -26,9 +27,17 @@ struct ParallelConfig {
     v.choice("reduce_dtype", reduce_dtype, {"fp32", "bf16"}, "dtype gradients are reduced and accumulated in");
     v("simulate_world_size", simulate_world_size,
       "with --dry_run: plan (and print the per-rank memory of) a world of this many ranks; 0 = the real one");
+    v("zero_stage", zero_stage, "DeepSpeed's name for the sharding: 3 = full, 2 = grad_optimizer (0: use sharding)");
+  }
+  // `sharding` after zero_stage is applied.
+  std::string resolved_sharding() const {
+    return zero_stage == 3 ? "full" : zero_stage == 2 ? "grad_optimizer" : sharding;
   }
   void validate() const {
     CVX_CHECK_AS(ConfigError, timeout_s > 0, "timeout_s must be > 0 (got ", timeout_s, ")");
+    CVX_CHECK_AS(ConfigError, zero_stage == 0 || zero_stage == 2 || zero_stage == 3,
+                 "zero_stage must be 2 or 3 (or 0 to use sharding), got ", zero_stage,
+                 "; stage 1 shards only optimizer state, which sharding = grad_optimizer already exceeds");
     CVX_CHECK_AS(ConfigError, simulate_world_size >= 0, "simulate_world_size must be >= 0 (got ", simulate_world_size,
                  ")");
   }

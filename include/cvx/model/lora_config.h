@@ -21,6 +21,8 @@ struct LoraConfig {
     v("target_modules", target_modules,
       "linear layers to adapt, by module-name suffix (comma-separated, e.g. to_q,to_k,to_v,to_out.0,ff.net.0.proj)");
     v("dropout", dropout, "dropout on the LoRA input during training");
+    v.alias("lora_alpha", "alpha");  // the official scheme's names
+    v.alias("lora_dropout", "dropout");
   }
   void validate() const {
     CVX_CHECK_AS(ConfigError, rank > 0, "rank must be > 0 (got ", rank, ")");

@@ -32,7 +32,16 @@ struct TrainConfig {
   int64_t checkpointing_steps = 200;
   int64_t checkpointing_limit = 10;
   std::string resume_from_checkpoint;
-  std::string image_latent_scale = "multiply";  // 1.5-I2V: official trainer multiplies, pipeline divides
+  std::string optimizer = "adamw";
+  std::string latent_sampling = "sample";  // draw from the stored posterior every step, or take its mean
+  std::string image_latents = "encode";    // I2V: noise + VAE-encode the first frame every step (official)
+  std::string image_latent_scale = "auto";  // auto: as cvx_generate / diffusers feed it when sampling
+  double noised_image_dropout = 0.0;
+  bool precompute_if_missing = false;
+  int64_t prefetch_batches = 2;
+  double peak_tflops = 0;  // 0: the device's bf16 dense peak when known (MFU), else no MFU
+  std::string export_dtype = "bf16";
+  std::string export_pipeline;
 
   template <class V>
   void visit(V& v) {
@@ -62,8 +71,29 @@ struct TrainConfig {
     v("checkpointing_limit", checkpointing_limit, "keep at most this many checkpoints (oldest removed; 0 = all)");
     v("resume_from_checkpoint", resume_from_checkpoint,
       "checkpoint folder to resume from, or 'latest' for the newest in output_dir; a missing path is an error");
-    v.choice("image_latent_scale", image_latent_scale, {"multiply", "divide"},
-             "I2V image latents: multiply by the VAE scaling factor (official trainer) or divide (1.5-I2V pipeline)");
+    v.choice("optimizer", optimizer, {"adamw"}, "optimizer (sharded AdamW, torch.optim.AdamW's arithmetic)");
+    v.choice("latent_sampling", latent_sampling, {"sample", "mean"},
+             "video latents: a fresh draw from the stored VAE posterior every step (sample), or its mean");
+    v.choice("image_latents", image_latents, {"encode", "cached"},
+             "I2V: noise the first-frame image and VAE-encode it every step as the official trainer does (encode; "
+             "keeps the VAE encoder resident), or use the store's clean first-frame latents (cached; no VAE, less "
+             "memory, deviates from the recipe)");
+    v.choice("image_latent_scale", image_latent_scale, {"auto", "multiply", "divide"},
+             "I2V image latents: multiply by the VAE scaling factor or divide by it; auto = what cvx_generate and "
+             "diffusers feed when sampling (divide for models whose VAE has invert_scale_latents, i.e. 1.5-I2V; "
+             "the official trainer always multiplies)");
+    v("noised_image_dropout", noised_image_dropout,
+      "I2V: probability that a sample's image latents are zeroed (image-condition dropout; official: 0)");
+    v("precompute_if_missing", precompute_if_missing,
+      "run the precompute (same config) when [data] store does not exist, instead of failing");
+    v("prefetch_batches", prefetch_batches, "batches a reader thread reads ahead of the step");
+    v("peak_tflops", peak_tflops,
+      "peak dense TFLOP/s of one device, for the MFU column (0: the device's bf16 datasheet peak when known)");
+    v.choice("export_dtype", export_dtype, {"bf16", "fp16", "fp32"},
+             "dtype of the exported full fine-tune (transformer/ folder) and LoRA file");
+    v("export_pipeline", export_pipeline,
+      "also write a complete diffusers pipeline folder here: the trained transformer beside links to the base "
+      "model's other components");
   }
   void validate() const {
     CVX_CHECK_AS(ConfigError, !output_dir.empty(), "output_dir must not be empty");
@@ -81,6 +111,10 @@ struct TrainConfig {
     CVX_CHECK_AS(ConfigError, lr_num_cycles > 0, "lr_num_cycles must be > 0");
     CVX_CHECK_AS(ConfigError, checkpointing_steps > 0, "checkpointing_steps must be > 0 (got ", checkpointing_steps, ")");
     CVX_CHECK_AS(ConfigError, checkpointing_limit >= 0, "checkpointing_limit must be >= 0");
+    CVX_CHECK_AS(ConfigError, noised_image_dropout >= 0 && noised_image_dropout < 1,
+                 "noised_image_dropout must be in [0, 1) (got ", noised_image_dropout, ")");
+    CVX_CHECK_AS(ConfigError, prefetch_batches >= 0, "prefetch_batches must be >= 0 (got ", prefetch_batches, ")");
+    CVX_CHECK_AS(ConfigError, peak_tflops >= 0, "peak_tflops must be >= 0 (got ", peak_tflops, ")");
   }
 };
 
