@@ -2,10 +2,10 @@
 # The main job end to end on the built-in tiny default (configs/tiny.ini): synthetic videos,
 # tiny model, 2 MPI ranks. Installs packages (apt) and builds first.
 #
-# Today this runs what exists: a tiny random model folder (cvx_make_tiny), the latent precompute
-# into one HDF5 store on 2 ranks (cvx_precompute) and its inspection, the training set-up
-# (cvx_train --dry_run: resolved config, run folder, logs, the per-rank memory plan; the training
-# loop is not in yet) and cvx_generate rendering the prompts on 2 ranks.
+# The stages: a tiny random model folder (cvx_make_tiny) and synthetic FFmpeg videos; the latent
+# precompute into one HDF5 store on 2 ranks (cvx_precompute); LoRA training on 2 ranks with the
+# sharded engine (cvx_train: checkpoints, then a second run that resumes from the latest one and
+# continues); cvx_generate rendering the prompts with the trained LoRA into mp4s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install_deps.sh
@@ -21,7 +21,14 @@ tools/make_synthetic_dataset.sh demo/data 4 128x96 17
 mpirun "${mpirun_flags[@]}" -np 2 "$build/cvx_precompute" --config configs/tiny.ini
 "$build/cvx_inspect" demo/store.h5
 mpirun "${mpirun_flags[@]}" -np 2 "$build/cvx_train" --config configs/tiny.ini --dry_run
-"$build/cvx_inspect" demo/tiny-model > demo/inspect.txt && head -n 12 demo/inspect.txt
+# Trains 24 steps (checkpoints at 12 and 24), then continues to 32 from the latest checkpoint, as
+# a job resumed after preemption does.
+mpirun "${mpirun_flags[@]}" -np 2 "$build/cvx_train" --config configs/tiny.ini --train.train_steps 24
+mpirun "${mpirun_flags[@]}" -np 2 "$build/cvx_train" --config configs/tiny.ini --train.train_steps 32 \
+  --train.resume_from_checkpoint latest
+"$build/cvx_inspect" demo/run/pytorch_lora_weights.safetensors | head -n 8
 mpirun "${mpirun_flags[@]}" -np 2 "$build/cvx_generate" --model_path demo/tiny-model --prompt_file demo/data/prompts.txt \
+  --lora_path demo/run/pytorch_lora_weights.safetensors \
   --height 64 --width 96 --num_frames 9 --num_inference_steps 4 --dtype fp32 --output demo/videos/sample.mp4
-echo "demo: tiny model demo/tiny-model, run folder demo/run (config.ini, log.txt), videos demo/videos/"
+echo "demo: tiny model demo/tiny-model; store demo/store.h5; run folder demo/run (config.ini, log.txt,"
+echo "      metrics.jsonl, checkpoint-*/, pytorch_lora_weights.safetensors); videos with the LoRA demo/videos/"

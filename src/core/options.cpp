@@ -86,6 +86,12 @@ std::string join(const std::vector<std::string>& items, const char* sep) {
   return out;
 }
 
+// The full name of the option `option` sets: its own, or for an alias the one it stands for.
+std::string canonical_name(const OptionInfo& option) {
+  if (option.alias_of.empty()) return option.full_name();
+  return option.section.empty() ? option.alias_of : option.section + "." + option.alias_of;
+}
+
 // 1-based line of the n-th (0-based) occurrence of `full_name` ("section.key" or "key") in an INI
 // file, 0 if not found.
 size_t find_ini_line(const std::string& file, const std::string& full_name, size_t occurrence = 0) {
@@ -135,7 +141,7 @@ void OptionVisitor::add(OptionInfo info) {
 
 void OptionVisitor::operator()(const char* key, bool& value, const char* help) {
   add({"", key, help, "bool", {}, "", [&value] { return std::string(value ? "true" : "false"); },
-       [&value](const std::string& s) { value = parse_bool(s); }});
+       [&value](const std::string& s) { value = parse_bool(s); }, /*alias_of=*/""});
 }
 
 void OptionVisitor::operator()(const char* key, int& value, const char* help) {
@@ -145,32 +151,32 @@ void OptionVisitor::operator()(const char* key, int& value, const char* help) {
          if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max())
            throw std::invalid_argument("integer out of range");
          value = static_cast<int>(v);
-       }});
+       }, /*alias_of=*/""});
 }
 
 void OptionVisitor::operator()(const char* key, int64_t& value, const char* help) {
   add({"", key, help, "int", {}, "", [&value] { return std::to_string(value); },
-       [&value](const std::string& s) { value = parse_int(s); }});
+       [&value](const std::string& s) { value = parse_int(s); }, /*alias_of=*/""});
 }
 
 void OptionVisitor::operator()(const char* key, double& value, const char* help) {
   add({"", key, help, "float", {}, "", [&value] { return format_double(value); },
-       [&value](const std::string& s) { value = parse_double(s); }});
+       [&value](const std::string& s) { value = parse_double(s); }, /*alias_of=*/""});
 }
 
 void OptionVisitor::operator()(const char* key, float& value, const char* help) {
   add({"", key, help, "float", {}, "", [&value] { return format_double(value); },
-       [&value](const std::string& s) { value = static_cast<float>(parse_double(s)); }});
+       [&value](const std::string& s) { value = static_cast<float>(parse_double(s)); }, /*alias_of=*/""});
 }
 
 void OptionVisitor::operator()(const char* key, std::string& value, const char* help) {
   add({"", key, help, "string", {}, "", [&value] { return value; },
-       [&value](const std::string& s) { value = trim(s); }});
+       [&value](const std::string& s) { value = trim(s); }, /*alias_of=*/""});
 }
 
 void OptionVisitor::operator()(const char* key, std::vector<std::string>& value, const char* help) {
   add({"", key, help, "list", {}, "", [&value] { return join(value, ","); },
-       [&value](const std::string& s) { value = split_list(s); }});
+       [&value](const std::string& s) { value = split_list(s); }, /*alias_of=*/""});
 }
 
 void OptionVisitor::operator()(const char* key, std::vector<int64_t>& value, const char* help) {
@@ -184,7 +190,7 @@ void OptionVisitor::operator()(const char* key, std::vector<int64_t>& value, con
          std::vector<int64_t> parsed;
          for (const auto& item : split_list(s)) parsed.push_back(parse_int(item));
          value = parsed;
-       }});
+       }, /*alias_of=*/""});
 }
 
 void OptionVisitor::alias(const char* alias, const char* key) {
@@ -207,7 +213,7 @@ void OptionVisitor::choice(const char* key, std::string& value, std::vector<std:
          if (std::find(allowed.begin(), allowed.end(), t) == allowed.end())
            throw std::invalid_argument("expected one of: " + join(allowed, ", "));
          value = t;
-       }});
+       }, /*alias_of=*/""});
 }
 
 // ------------------------------------------------------------------ Options
@@ -265,9 +271,7 @@ void Options::apply(OptionInfo& option, const std::string& value, const std::str
     CVX_THROW_AS(ConfigError, message);
   }
   // An alias counts as setting the option it names.
-  const std::string name = option.alias_of.empty() ? option.full_name()
-                           : option.section.empty() ? option.alias_of
-                                                    : option.section + "." + option.alias_of;
+  const std::string name = canonical_name(option);
   if (!was_set(name)) set_.push_back(name);
 }
 
@@ -283,7 +287,8 @@ void Options::apply_ini(const std::string& file) {
     CVX_THROW_AS(ConfigError, "cannot parse config file ", file, ": ", e.what(),
                  " (expected INI: [section] lines and key = value lines; # starts a comment)");
   }
-  std::map<std::string, size_t> first_line;
+  std::map<std::string, size_t> first_line;          // by key as written
+  std::map<std::string, std::string> canonical_seen;  // option (alias resolved) -> key as written first
   for (const auto& opt : parsed.options) {
     const size_t line = find_ini_line(file, opt.string_key, first_line.count(opt.string_key));
     const std::string where = file + (line ? ":" + std::to_string(line) : "");
@@ -305,7 +310,15 @@ void Options::apply_ini(const std::string& file) {
     CVX_CHECK_AS(ConfigError, !first_line.count(opt.string_key), "key ", opt.string_key, " is set twice in config file ",
                  file, " (lines ", first_line[opt.string_key], " and ", line, ")");
     first_line[opt.string_key] = line;
-    apply(*find(opt.string_key), opt.value.empty() ? "" : opt.value.front(), "config file " + where);
+    OptionInfo& option = *find(opt.string_key);
+    // An alias and the name it stands for in one file would silently let the later line win.
+    const std::string canonical = canonical_name(option);
+    const auto seen = canonical_seen.find(canonical);
+    CVX_CHECK_AS(ConfigError, seen == canonical_seen.end(), "keys ", seen->second, " (line ", first_line[seen->second],
+                 ") and ", opt.string_key, " (line ", line, ") of config file ", file,
+                 " set the same option ", canonical, " (one is an alias of the other); keep one of them");
+    canonical_seen[canonical] = opt.string_key;
+    apply(option, opt.value.empty() ? "" : opt.value.front(), "config file " + where);
   }
 }
 
@@ -330,15 +343,20 @@ Options::Outcome Options::parse(int argc, char** argv) {
         if (it != by_key.end() && it->second.size() == 1) arg = "--" + it->second.front() + rest;
       }
       // "--flag false": a bool option takes the next word when it is a boolean literal (a bare
-      // "--flag" means true).
+      // "--flag" means true). Without positional arguments any next word that is not an option is
+      // the flag's value, so "--flag maybe" is refused as a bad value of that flag instead of
+      // turning the flag on and leaving a stray word.
       const std::string full = arg.substr(2, arg.find('=') == std::string::npos ? std::string::npos : arg.find('=') - 2);
       const OptionInfo* option = find(full);
       if (option && option->type == "bool" && eq == std::string::npos && i + 1 < argc) {
+        const std::string next = argv[i + 1];
+        bool literal = true;
         try {
-          parse_bool(argv[i + 1]);
-          arg += std::string("=") + argv[++i];
+          parse_bool(next);
         } catch (const std::invalid_argument&) {
+          literal = false;
         }
+        if (literal || (positional_out_ == nullptr && next.rfind("-", 0) != 0)) arg += "=" + std::string(argv[++i]);
       }
     }
     args.push_back(arg);

@@ -17,50 +17,10 @@ namespace fs = std::filesystem;
 namespace cvx {
 namespace {
 
-constexpr int64_t kFormatVersion = 1;
 constexpr size_t kReasonWidth = 128;
 
 // ---------------------------------------------------------------- header fields
-// The one list of header fields: writing, reading, comparing and printing all visit it.
-template <class Header, class Visitor>
-void visit_header(Header& h, Visitor&& v) {
-  v("format_version", h.format_version);
-  v("model_path", h.model_path);
-  v("model_fingerprint", h.model_fingerprint);
-  v("variant", h.variant);
-  v("frames", h.frames);
-  v("height", h.height);
-  v("width", h.width);
-  v("latent_shape", h.latent_shape);
-  v("frame_sampling", h.frame_sampling);
-  v("resize_mode", h.resize_mode);
-  v("vae_scaling_factor", h.vae_scaling_factor);
-  v("invert_scale_latents", h.invert_scale_latents);
-  v("max_text_length", h.max_text_length);
-  v("text_embed_dim", h.text_embed_dim);
-  v("cvx_version", h.cvx_version);
-}
-
-// Fields that may differ between a store and the run using it (see StoreHeader).
-bool compared_field(const std::string& name) {
-  return name != "format_version" && name != "model_path" && name != "cvx_version";
-}
-
-std::string field_text(const std::string& v) { return quote(v); }
-std::string field_text(int64_t v) { return std::to_string(v); }
-std::string field_text(bool v) { return v ? "true" : "false"; }
-std::string field_text(double v) {
-  char buffer[32];
-  std::snprintf(buffer, sizeof(buffer), "%.17g", v);
-  return buffer;
-}
 std::string field_text(const std::array<int64_t, 4>& v) { return shape_string(c10::IntArrayRef(v.data(), v.size())); }
-
-std::vector<std::pair<std::string, std::string>> header_fields(const StoreHeader& header) {
-  std::vector<std::pair<std::string, std::string>> fields;
-  visit_header(header, [&](const char* name, const auto& value) { fields.emplace_back(name, field_text(value)); });
-  return fields;
-}
 
 struct AttributeWriter {
   hid_t object;
@@ -275,9 +235,9 @@ struct LatentStore::Impl {
     guarded("/header", [&] {
       const h5::Id group = h5::group_id(CVX_H5(H5Gopen2(file, "/header", H5P_DEFAULT)));
       header.format_version = h5::read_int_attribute(group, "format_version");
-      CVX_CHECK_AS(FormatError, header.format_version == kFormatVersion, "format version ", header.format_version,
-                   " is not supported (this cvx reads version ", kFormatVersion, ")");
-      visit_header(header, AttributeReader{group});
+      CVX_CHECK_AS(FormatError, header.format_version == kStoreFormatVersion, "format version ", header.format_version,
+                   " is not supported (this cvx reads version ", kStoreFormatVersion, ")");
+      visit_store_header(header, AttributeReader{group});
       options.gzip_level = static_cast<int>(h5::read_int_attribute(group, "gzip_level"));
     });
     open_datasets();
@@ -365,7 +325,7 @@ uint64_t arguments_digest(const StoreHeader& header, const std::vector<SampleEnt
     hash = fnv1a(&n, sizeof(n), hash);
     hash = fnv1a(s.data(), s.size(), hash);
   };
-  for (const auto& [name, value] : header_fields(header)) add(name + "=" + value);
+  for (const auto& [name, value] : store_header_fields(header)) add(name + "=" + value);
   for (const auto& s : samples) {
     add(s.media_path);
     add(s.reason);
@@ -424,7 +384,7 @@ LatentStore LatentStore::create(const fs::path& path, const StoreHeader& header,
   auto impl = std::make_unique<Impl>();
   impl->path = path;
   impl->header = header;
-  impl->header.format_version = kFormatVersion;
+  impl->header.format_version = kStoreFormatVersion;
   impl->options = options;
   impl->comm = comm;
   impl->read_only = false;
@@ -475,7 +435,7 @@ LatentStore LatentStore::create(const fs::path& path, const StoreHeader& header,
   st.guarded("creating the data sets", [&] {
     {
       const h5::Id group = h5::group_id(CVX_H5(H5Gcreate2(st.file, "/header", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
-      visit_header(st.header, AttributeWriter{group});
+      visit_store_header(st.header, AttributeWriter{group});
       h5::write_attribute(group, "gzip_level", int64_t{gzip});
     }
     auto dims = [](hsize_t rows, const std::vector<int64_t>& shape) {
@@ -566,14 +526,7 @@ int64_t LatentStore::num_samples() const { return impl_->samples; }
 int64_t LatentStore::num_prompts() const { return impl_->prompts; }
 
 void LatentStore::check_compatible(const StoreHeader& requested) const {
-  const auto stored = header_fields(impl_->header);
-  const auto wanted = header_fields(requested);
-  std::string differences;
-  for (size_t i = 0; i < stored.size(); ++i) {
-    if (!compared_field(stored[i].first) || stored[i].second == wanted[i].second) continue;
-    differences += detail::concat(differences.empty() ? "" : "; ", stored[i].first, ": stored ", stored[i].second,
-                          ", requested ", wanted[i].second);
-  }
+  const std::string differences = store_header_differences(impl_->header, requested, "requested");
   CVX_CHECK_AS(ConfigError, differences.empty(), "latent store ", impl_->path.string(),
                " was made with different settings (", differences,
                "). Pass --overwrite to recompute it, or choose a new store path");
@@ -728,7 +681,7 @@ void print_store(const fs::path& path) {
               path.c_str(), static_cast<long long>(store.num_samples()), static_cast<long long>(store.num_prompts()),
               dtype_name(options.latent_dtype), dtype_name(options.embedding_dtype),
               options.image_latents ? ", image latents" : "", options.gzip_level);
-  for (const auto& [name, value] : header_fields(store.header())) std::printf("  %s = %s\n", name.c_str(), value.c_str());
+  for (const auto& [name, value] : store_header_fields(store.header())) std::printf("  %s = %s\n", name.c_str(), value.c_str());
   const auto entries = store.index();
   size_t done = 0, bad = 0;
   std::printf("  %8s  %-7s  %6s  %6s  %s\n", "id", "status", "frames", "prompt", "media path");

@@ -203,7 +203,8 @@ std::map<std::string, std::string> cvx_metadata(const Layers& layers, bool folde
 }
 }  // namespace
 
-void save_lora_diffusers(const fs::path& file, const torch::nn::Module& root, torch::Dtype dtype) {
+void save_lora_diffusers(const fs::path& file, const torch::nn::Module& root, torch::Dtype dtype,
+                         const std::map<std::string, torch::Tensor>* values) {
   CVX_CHECK_AS(ConfigError, c10::isFloatingType(dtype), "LoRA export needs a floating-point dtype");
   const Layers layers = adapted_lora_linears(root);
   CVX_CHECK(!layers.empty(), "the model has no LoRA adapters: nothing to write to ", file.string());
@@ -211,8 +212,17 @@ void save_lora_diffusers(const fs::path& file, const torch::nn::Module& root, to
   NamedTensors tensors;
   std::vector<int64_t> ranks;
   for (const auto& [name, layer] : layers) {
-    const auto a = layer->lora_A->weight.detach();  // [r, in]
-    const auto b = layer->lora_B->weight.detach();  // [out, r]
+    const std::string module = name;  // structured bindings cannot be captured in C++17
+    const auto value = [&](const std::string& suffix, const torch::Tensor& held) {
+      if (!values) return held.detach();
+      const auto it = values->find(module + suffix);
+      CVX_CHECK(it != values->end(), "LoRA export of ", file.string(), ": no value given for ", module + suffix);
+      CVX_CHECK(it->second.sizes() == held.sizes(), "LoRA export of ", file.string(), ": ", module + suffix, " has shape ",
+                it->second.sizes(), ", the adapter ", held.sizes());
+      return it->second.detach();
+    };
+    const auto a = value(kSuffixA, layer->lora_A->weight);  // [r, in]
+    const auto b = value(kSuffixB, layer->lora_B->weight);  // [out, r]
     // Fold the trained scale (not the runtime multiplier) in float32 or wider, then round once.
     const auto compute = torch::promote_types(b.scalar_type(), torch::kFloat32);
     const double scale = layer->lora_alpha() / static_cast<double>(layer->lora_rank());

@@ -16,6 +16,7 @@
 #include "cvx/data/frame_sampler.h"
 #include "cvx/data/image_io.h"
 #include "cvx/data/latent_store.h"
+#include "cvx/data/store_header.h"
 #include "cvx/data/transforms.h"
 #include "cvx/data/video_reader.h"
 #include "cvx/io/json_file.h"
@@ -29,20 +30,6 @@ namespace cvx {
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string hex(uint64_t value) {
-  std::ostringstream os;
-  os << std::hex << std::setw(16) << std::setfill('0') << value;
-  return os.str();
-}
-
-// Identifies the encoders: a store made with other VAE / T5 weights' configs is refused.
-std::string model_fingerprint(const fs::path& model) {
-  std::string text;
-  for (const char* part : {"vae/config.json", "text_encoder/config.json", "tokenizer/tokenizer_config.json"})
-    if (fs::exists(model / part)) text += read_json_file(model / part).dump();
-  return hex(prompt_hash(text));
-}
 
 // Rank 0's list of rows, on every rank.
 std::vector<int64_t> broadcast_rows(std::vector<int64_t> rows, MPI_Comm comm) {
@@ -102,23 +89,8 @@ int run_precompute(const AppContext& ctx, const ModelConfig& model, const DataCo
   prompts_encoder.set_batch_size(config.text_batch_size);
 
   // ---- store: header, samples, deduplicated prompts
-  StoreHeader header;
-  header.model_path = fs::weakly_canonical(model_path).string();
-  header.model_fingerprint = model_fingerprint(model_path);
-  header.variant = transformer_config.variant();
-  header.frames = resolution.frames;
-  header.height = resolution.height;
-  header.width = resolution.width;
-  header.latent_shape = {vae->config.latent_channels, (resolution.frames - 1) / vae->config.temporal_compression_ratio + 1,
-                         resolution.height / vae->config.spatial_compression_ratio(),
-                         resolution.width / vae->config.spatial_compression_ratio()};
-  header.frame_sampling = data.frame_sampling;
-  header.resize_mode = data.resize_mode;
-  header.vae_scaling_factor = vae->config.scaling_factor;
-  header.invert_scale_latents = vae->config.invert_scale_latents;
-  header.max_text_length = 226;
-  header.text_embed_dim = prompts_encoder.encoder()->config.d_model;
-
+  // The one definition the trainer checks the store against, from the same config files.
+  const StoreHeader header = expected_store_header(model, data);
   std::vector<std::string> prompt_texts;
   std::map<std::string, int64_t> prompt_rows;
   std::vector<SampleEntry> samples;

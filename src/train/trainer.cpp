@@ -1,15 +1,527 @@
+// cvx_train's job: the store is checked before any model is loaded, the transformer is built
+// unmaterialised and filled shard by shard by the engine, then the loop runs optimizer steps of
+// gradient_accumulation_steps micro-batches, checkpoints and exports.
+//
+// Randomness: every draw of a sample (its posterior sample, timestep, noise, image noise) comes
+// from a generator seeded by (seed, epoch, global position of the sample in the epoch's order), so
+// a sample gets the same draws whichever rank trains it, with any world size and after a resume;
+// only LoRA dropout uses torch's generator, whose state each rank saves in its checkpoint.
 #include "cvx/train/trainer.h"
 
+#include <sys/resource.h>
+
+#include <chrono>
+#include <deque>
 #include <filesystem>
+#include <fstream>
+#include <optional>
 #include <sstream>
 
+#include "cvx/core/error.h"
 #include "cvx/core/log.h"
+#include "cvx/core/recompute.h"
+#include "cvx/data/store_header.h"
+#include "cvx/data/store_reader.h"
+#include "cvx/data/distributed_sampler.h"
+#include "cvx/diffusion/scheduler.h"
+#include "cvx/dist/fsdp_engine.h"
+#include "cvx/dist/sharded_adamw.h"
+#include "cvx/dist/sharded_state.h"
 #include "cvx/dist/world_communicator.h"
+#include "cvx/io/atomic_file.h"
+#include "cvx/io/json_file.h"
+#include "cvx/io/model_folder.h"
+#include "cvx/io/safetensors.h"
+#include "cvx/model/lora.h"
+#include "cvx/model/transformer.h"
+#include "cvx/model/vae.h"
+#include "cvx/precompute/precompute_job.h"
+#include "cvx/train/checkpoint_folders.h"
+#include "cvx/train/lr_schedule.h"
 #include "cvx/train/memory_plan.h"
+#include "cvx/train/step_flops.h"
+#include "cvx/train/training_export.h"
+#include "cvx/train/training_loss.h"
+
+#ifdef CVX_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 namespace cvx {
+namespace fs = std::filesystem;
 
-int run_training(const AppContext& ctx, const TrainRunConfig& config) {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+// The generator of one sample's draws (see the file comment).
+at::Generator sample_generator(uint64_t seed, int64_t epoch, int64_t position) {
+  const uint64_t key = splitmix64(splitmix64(seed) ^ splitmix64(static_cast<uint64_t>(epoch) * 0x100000001b3ull) ^
+                                  static_cast<uint64_t>(position));
+  return at::detail::createCPUGenerator(key);
+}
+
+uint64_t peak_host_rss() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<uint64_t>(usage.ru_maxrss) * 1024;  // Linux: kilobytes
+}
+
+torch::Dtype compute_dtype_of(const std::string& mixed_precision) {
+  if (mixed_precision == "bf16") return torch::kBFloat16;
+  if (mixed_precision == "fp16") return torch::kFloat16;
+  return torch::kFloat32;
+}
+torch::Dtype export_dtype_of(const std::string& name) {
+  if (name == "bf16") return torch::kBFloat16;
+  if (name == "fp16") return torch::kFloat16;
+  return torch::kFloat32;
+}
+
+std::string precompute_command(const std::string& config_file) {
+  return "mpirun -np N cvx_precompute --config " + (config_file.empty() ? std::string("CONFIG.ini") : config_file);
+}
+
+class TrainingJob {
+ public:
+  TrainingJob(const AppContext& ctx, const TrainRunConfig& config, const TrainHooks& hooks)
+      : ctx_(ctx), config_(config), hooks_(hooks), t_(config.train), device_(rank_device(*ctx.mpi)) {}
+
+  int run();
+
+ private:
+  void open_store();
+  void build_model();
+  void resume();
+  void train();
+  double train_step(int64_t step, double* data_wait);
+  void enqueue_next_batch();
+  void save_checkpoint(int64_t step);
+  void export_final();
+  bool is_rank0() const { return ctx_.mpi->rank == 0; }
+
+  const AppContext& ctx_;
+  const TrainRunConfig& config_;
+  const TrainHooks& hooks_;
+  const TrainConfig& t_;
+  torch::Device device_;
+  fs::path output_dir_;
+
+  // store
+  std::optional<StoreReader> reader_;
+  StoreHeader header_;
+  std::vector<int64_t> rows_;  // done store rows; the sampler indexes this list
+  StoreReadOptions read_options_;
+  std::unique_ptr<BatchPrefetcher> prefetcher_;
+  struct Queued {
+    SamplerState before;  // the sampler's state before this batch: where a resume continues
+    std::vector<int64_t> indices;
+  };
+  std::deque<Queued> queued_;
+
+  // model and training state
+  TransformerConfig tc_;
+  CogVideoXTransformer model_{nullptr};
+  AutoencoderKLCogVideoX vae_{nullptr};
+  std::unique_ptr<Communicator> comm_;
+  std::unique_ptr<FsdpEngine> engine_;
+  std::unique_ptr<ShardedAdamW> optimizer_;
+  std::unique_ptr<LrSchedule> schedule_;
+  std::unique_ptr<DistributedSampler> sampler_;
+  std::unique_ptr<CogVideoXScheduler> noise_scheduler_;
+  LossOptions loss_options_;
+  StepGeometry geometry_;
+  int64_t total_steps_ = 0;
+  int64_t start_step_ = 0;
+  std::optional<CheckpointFolder> resumed_from_;
+  double flops_per_sample_ = 0, peak_tflops_ = 0;
+};
+
+int TrainingJob::run() {
+  output_dir_ = t_.output_dir;
+  // A wrong resume path is an error before anything heavy happens.
+  resumed_from_ = resolve_resume_checkpoint(t_.resume_from_checkpoint, output_dir_);
+  open_store();
+  build_model();
+  resume();
+  train();
+  export_final();
+  return 0;
+}
+
+void TrainingJob::open_store() {
+  const fs::path store = config_.data.store;
+  CVX_CHECK_AS(ConfigError, !config_.data.store.empty(),
+               "[data] store is not set: cvx_train reads the latent store that cvx_precompute writes (set store = "
+               "PATH.h5 and run ",
+               precompute_command(config_.config_file), ")");
+  if (!fs::exists(store)) {
+    CVX_CHECK_AS(ConfigError, t_.precompute_if_missing, "latent store ", store.string(),
+                 " does not exist: make it with `", precompute_command(config_.config_file),
+                 "` (the same config file works for both programs), or set [train] precompute_if_missing = true");
+    CVX_INFO << "latent store " << store.string() << " is missing: running the precompute first";
+    CVX_CHECK(run_precompute(ctx_, config_.model, config_.data, config_.precompute) == 0, "the precompute failed");
+  }
+  const StoreHeader expected = expected_store_header(config_.model, config_.data);
+  reader_.emplace(StoreReader::open(store));
+  reader_->check_matches(expected);
+  header_ = reader_->header();
+  rows_ = reader_->done_rows();
+  const int64_t skipped_bad = reader_->num_bad(), skipped_pending = reader_->num_pending();
+  CVX_CHECK_AS(ConfigError, !rows_.empty(), "latent store ", store.string(), " has no finished sample (", skipped_bad,
+               " bad, ", skipped_pending, " pending): run or finish `", precompute_command(config_.config_file), "` first");
+  if (skipped_bad + skipped_pending > 0) {
+    CVX_WARN << "latent store: training on " << rows_.size() << " samples; skipped " << skipped_bad << " bad and "
+             << skipped_pending << " pending (cvx_inspect " << store.string() << " lists them)";
+  } else {
+    CVX_INFO << "latent store " << store.string() << ": " << rows_.size() << " samples";
+  }
+  const int64_t per_micro_step = t_.batch_size * ctx_.mpi->size;
+  CVX_CHECK_AS(ConfigError, per_micro_step <= static_cast<int64_t>(rows_.size()), "[train] batch_size = ",
+               t_.batch_size, " on ", ctx_.mpi->size, " rank(s) takes ", per_micro_step,
+               " samples per micro-step, more than the ", rows_.size(),
+               " samples of the store: lower batch_size or run on fewer ranks");
+}
+
+void TrainingJob::build_model() {
+  const fs::path model_path = config_.model.path;
+  const ComponentFolder transformer_folder = open_component(model_path / "transformer", "", /*require_weights=*/true);
+  tc_ = TransformerConfig::from_json(transformer_folder.config, transformer_folder.config_file.string());
+  const torch::Dtype dtype = compute_dtype_of(t_.mixed_precision);
+  const bool lora = t_.training_type == "lora";
+
+  // Every rank builds the same unmaterialised model; LoRA adapters are initialised from the seed
+  // (identical on every rank), the base weights come from the checkpoint shard by shard.
+  torch::manual_seed(t_.seed);
+  model_ = CogVideoXTransformer(tc_, ModuleInit::unmaterialized(dtype, torch::kCPU));
+  if (lora) {
+    const auto adapted = inject_lora(*model_, config_.lora, torch::kFloat32);
+    mark_only_lora_trainable(*model_);
+    CVX_INFO << "LoRA rank " << config_.lora.rank << ", alpha " << config_.lora.alpha << " on " << adapted.size()
+             << " layers";
+  } else {
+    for (auto& p : model_->parameters()) p.set_requires_grad(true);
+  }
+  comm_ = make_communicator(config_.parallel, ctx_.mpi->world, device_);
+  FsdpOptions options = engine_options(config_);
+  engine_ = std::make_unique<FsdpEngine>(model_->sharding_units(), *comm_, options, device_);
+  const auto report = engine_->load(*transformer_folder.weights);
+  CVX_INFO << "transformer: " << report.num_loaded << " tensors, " << report.bytes_read / (1 << 20)
+           << " MiB read by this rank (its shards)";
+  model_->set_compute_dtype(dtype);
+  model_->set_block_runner(engine_->runner());
+
+  std::vector<ShardedAdamW::Param> params;
+  for (auto& s : engine_->trainable_shards()) params.push_back({s.id, s.master, s.grad});
+  AdamWOptions adam;
+  adam.beta1 = t_.beta1;
+  adam.beta2 = t_.beta2;
+  adam.epsilon = t_.epsilon;
+  adam.weight_decay = t_.weight_decay;
+  optimizer_ = std::make_unique<ShardedAdamW>(params, adam);
+
+  // The noise schedule the model was trained with (the official trainer loads scheduler/).
+  const fs::path scheduler_file = model_path / "scheduler" / "scheduler_config.json";
+  SchedulerConfig scheduler_config = tc_.variant() == "2b" ? scheduler_config_2b() : scheduler_config_5b();
+  if (fs::exists(scheduler_file)) scheduler_config = SchedulerConfig::from_json(read_json_file(scheduler_file), scheduler_file.string());
+  noise_scheduler_ = std::make_unique<CogVideoXScheduler>(scheduler_config);
+
+  // Geometry and the I2V conditioning.
+  geometry_.latent_frames = padded_latent_frames(tc_, header_.latent_shape[1]);
+  geometry_.latent_height = header_.latent_shape[2];
+  geometry_.latent_width = header_.latent_shape[3];
+  geometry_.text_tokens = tc_.max_text_seq_length;
+  loss_options_.i2v = tc_.is_i2v();
+  loss_options_.vae_scaling_factor = header_.vae_scaling_factor;
+  const std::string scale = t_.image_latent_scale == "auto"
+                                ? (header_.invert_scale_latents ? "divide" : "multiply")
+                                : t_.image_latent_scale;
+  loss_options_.image_scale = scale == "divide" ? ImageLatentScale::divide : ImageLatentScale::multiply;
+  read_options_.image_moments = loss_options_.i2v && t_.image_latents == "cached";
+  read_options_.images = loss_options_.i2v && t_.image_latents == "encode";
+  if (read_options_.images) {
+    // Only the encoder: the decoder stays unmaterialised (no memory).
+    const ComponentFolder vae_folder = open_component(model_path / "vae", "", /*require_weights=*/true);
+    const VAEConfig vae_config = VAEConfig::from_json(vae_folder.config, vae_folder.config_file.string());
+    vae_ = AutoencoderKLCogVideoX(vae_config, ModuleInit::unmaterialized(dtype, device_));
+    LoadOptions load;
+    load.dtype = dtype;
+    load.prefix = "encoder.";
+    load_state(*vae_->encoder, *vae_folder.weights, load);
+    vae_->eval();
+    CVX_INFO << "I2V: image latents encoded every step (noised first frame, VAE encoder resident in "
+             << (t_.mixed_precision == "no" ? "fp32" : t_.mixed_precision) << ", image latents "
+             << (scale == "divide" ? "divided by" : "multiplied by") << " the scaling factor)";
+  } else if (loss_options_.i2v) {
+    CVX_INFO << "I2V: cached image latents from the store (clean first frame; deviates from the official recipe)";
+  }
+  flops_per_sample_ = training_step_flops(tc_, geometry_, !lora, t_.gradient_checkpointing);
+  peak_tflops_ = t_.peak_tflops;
+#ifdef CVX_WITH_CUDA
+  if (peak_tflops_ == 0 && device_.is_cuda()) peak_tflops_ = device_peak_tflops(at::cuda::getDeviceProperties(device_.index())->name);
+#endif
+}
+
+void TrainingJob::resume() {
+  const int64_t world = ctx_.mpi->size;
+  sampler_ = std::make_unique<DistributedSampler>(static_cast<int64_t>(rows_.size()), t_.batch_size,
+                                                  t_.gradient_accumulation_steps, ctx_.mpi->rank, world,
+                                                  static_cast<uint64_t>(t_.seed));
+  total_steps_ = t_.train_steps > 0 ? t_.train_steps : t_.train_epochs * sampler_->steps_per_epoch();
+  LrScheduleConfig lr;
+  lr.name = t_.lr_scheduler;
+  lr.learning_rate = t_.learning_rate;
+  lr.warmup_steps = t_.lr_warmup_steps;
+  lr.total_steps = total_steps_;
+  lr.num_cycles = t_.lr_num_cycles;
+  lr.power = t_.lr_power;
+  schedule_ = std::make_unique<LrSchedule>(lr);
+  // Each rank's LoRA-dropout stream; replaced by the saved one on resume.
+  torch::manual_seed(static_cast<uint64_t>(t_.seed) + 1000003ull * static_cast<uint64_t>(ctx_.mpi->rank + 1));
+
+  if (!resumed_from_) {
+    if (t_.resume_from_checkpoint == "latest") CVX_INFO << "resume_from_checkpoint = latest: no checkpoint yet, starting fresh";
+    return;
+  }
+  const fs::path dir = resumed_from_->path;
+  const nlohmann::json state = read_json_file(dir / kTrainerStateFile);
+  load_sharded_state(dir / "state", *engine_, optimizer_.get());
+  start_step_ = state.at("step").get<int64_t>();
+  sampler_->load_state(state.at("sampler").get<SamplerState>());
+  const int64_t saved_world = state.at("world_size").get<int64_t>();
+  const fs::path rng = dir / "rng" / ("rank-" + std::to_string(ctx_.mpi->rank) + ".safetensors");
+  if (saved_world == world && fs::exists(rng)) {
+    const auto file = SafetensorsFile::open(rng);
+    RngSnapshot snapshot;
+    snapshot.device = device_;
+    snapshot.cpu_state = file->tensor("cpu").clone();
+    if (file->contains("device") && device_.is_cuda()) snapshot.device_state = file->tensor("device").clone();
+    snapshot.replay();
+  } else if (saved_world != world) {
+    CVX_WARN << "resuming a checkpoint of " << saved_world << " rank(s) on " << world
+             << ": state resharded; the LoRA-dropout streams restart from the seed (every sample's draws are "
+                "unchanged)";
+  }
+  CVX_INFO << "resumed from " << dir.string() << " at step " << start_step_ << " (epoch " << sampler_->epoch() << ")";
+}
+
+void TrainingJob::enqueue_next_batch() {
+  Queued q;
+  q.before = sampler_->state();
+  q.indices = sampler_->next_batch();
+  std::vector<int64_t> rows;
+  for (int64_t i : q.indices) rows.push_back(rows_[static_cast<size_t>(i)]);
+  prefetcher_->enqueue(std::move(rows));
+  queued_.push_back(std::move(q));
+}
+
+double TrainingJob::train_step(int64_t step, double* data_wait) {
+  const int64_t accumulation = t_.gradient_accumulation_steps;
+  engine_->zero_grad();
+  double loss_sum = 0;
+  *data_wait = 0;
+  for (int64_t m = 0; m < accumulation; ++m) {
+    double wait = 0;
+    StoreBatch batch = prefetcher_->next(&wait);
+    *data_wait += wait;
+    const Queued q = queued_.front();
+    queued_.pop_front();
+    enqueue_next_batch();
+
+    // Per-sample draws, keyed by the sample's global position (see the file comment).
+    const int64_t first_position = q.before.position + ctx_.mpi->rank * t_.batch_size;
+    std::vector<torch::Tensor> latents;
+    std::vector<LossDraws> sample_draws;
+    const auto moments = batch.moments.to(torch::kFloat32);  // [B, 2C, F', h, w]
+    const int64_t channels = moments.size(1) / 2;
+    for (int64_t j = 0; j < moments.size(0); ++j) {
+      auto gen = sample_generator(static_cast<uint64_t>(t_.seed), q.before.epoch, first_position + j);
+      const auto posterior = LatentDistribution::from_moments(moments.slice(0, j, j + 1));
+      const torch::Tensor x0 = t_.latent_sampling == "mean"
+                                   ? posterior.mean
+                                   : posterior.sample(torch::randn(posterior.mean.sizes(), gen));
+      latents.push_back(x0 * header_.vae_scaling_factor);  // [1, C, F', h, w]
+      sample_draws.push_back(draw_loss_randoms(gen, tc_, 1, channels, moments.size(2), moments.size(3),
+                                               moments.size(4), header_.height, header_.width, loss_options_.i2v,
+                                               read_options_.images, t_.noised_image_dropout,
+                                               noise_scheduler_->config().num_train_timesteps));
+    }
+    LossInputs inputs;
+    inputs.latents = torch::cat(latents, 0).to(device_);
+    inputs.prompt_embeds = batch.prompt_embeds.to(device_, torch::kFloat32);
+    if (read_options_.images) inputs.images = (batch.images.to(device_, torch::kFloat32) / 255.0) * 2.0 - 1.0;
+    if (read_options_.image_moments) inputs.image_moments = batch.image_moments.to(device_, torch::kFloat32);
+    const LossDraws draws = concatenate_loss_draws(sample_draws);
+
+    const LossOutputs out = compute_training_loss(model_, *noise_scheduler_, inputs, draws, loss_options_,
+                                                  vae_.is_empty() ? nullptr : &vae_);
+    engine_->backward(out.loss / static_cast<double>(accumulation));
+    loss_sum += out.loss.item<double>();
+  }
+  auto total = torch::tensor({loss_sum / static_cast<double>(accumulation)}, torch::kFloat64);
+  if (device_.is_cuda()) total = total.to(device_);
+  comm_->all_reduce(total, ReduceOp::avg)->wait();
+  (void)step;
+  return total.cpu().item<double>();
+}
+
+void TrainingJob::train() {
+  const int64_t world = ctx_.mpi->size;
+  read_options_.prompt_embeds = true;
+  prefetcher_ = std::make_unique<BatchPrefetcher>(*reader_, read_options_, static_cast<int>(t_.prefetch_batches));
+  for (int64_t i = 0; i < std::max<int64_t>(1, t_.prefetch_batches); ++i) enqueue_next_batch();
+  std::optional<MetricsLog> metrics;
+  if (is_rank0()) metrics.emplace(output_dir_ / "metrics.jsonl", start_step_);
+  const int64_t global_batch = t_.batch_size * t_.gradient_accumulation_steps * world;
+  const double tokens_per_sample = static_cast<double>(video_tokens(tc_, geometry_) + geometry_.text_tokens);
+  CVX_INFO << "training: steps " << start_step_ << " -> " << total_steps_ << ", global batch " << global_batch << " ("
+           << sampler_->steps_per_epoch() << " steps per epoch over " << rows_.size() << " samples), "
+           << video_tokens(tc_, geometry_) << " video + " << geometry_.text_tokens << " text tokens per sample, "
+           << flops_per_sample_ / 1e12 << " TFLOP per sample and step";
+  const auto run_start = Clock::now();
+  int64_t steps_this_run = 0;
+  for (int64_t step = start_step_; step < total_steps_; ++step) {
+    const auto start = Clock::now();
+#ifdef CVX_WITH_CUDA
+    if (device_.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device_.index());
+#endif
+    const int64_t epoch = queued_.front().before.epoch;
+    double data_wait = 0;
+    const double loss = train_step(step, &data_wait);
+    const double grad_norm = engine_->clip_grad_norm(t_.max_grad_norm);
+    const double lr = schedule_->lr(step);
+    optimizer_->step(lr);
+    engine_->after_optimizer_step();
+    const double seconds = seconds_since(start);
+    ++steps_this_run;
+
+    StepReport r;
+    r.step = step + 1;
+    r.total_steps = total_steps_;
+    r.epoch = epoch;
+    r.loss = loss;
+    r.grad_norm = grad_norm;
+    r.lr = lr;
+    r.step_seconds = seconds;
+    r.data_wait_seconds = data_wait;
+    r.peak_memory_bytes = peak_host_rss();
+#ifdef CVX_WITH_CUDA
+    if (device_.is_cuda()) {
+      r.memory_kind = "CUDA max allocated";
+      r.peak_memory_bytes = c10::cuda::CUDACachingAllocator::getDeviceStats(device_.index())
+                                .allocated_bytes[static_cast<size_t>(c10::cuda::CUDACachingAllocator::StatType::AGGREGATE)]
+                                .peak;
+    }
+#endif
+    r.samples = global_batch;
+    r.samples_per_second = static_cast<double>(global_batch) / seconds;
+    r.tokens_per_second = r.samples_per_second * tokens_per_sample;
+    r.tflops = flops_per_sample_ * static_cast<double>(global_batch / world) / seconds / 1e12;
+    r.mfu = peak_tflops_ > 0 ? r.tflops / peak_tflops_ : -1;
+    r.eta_seconds = seconds_since(run_start) / static_cast<double>(steps_this_run) *
+                    static_cast<double>(total_steps_ - step - 1);
+    if (is_rank0()) {
+      CVX_INFO << format_step_line(r);
+      metrics->write(r);
+    }
+    for (const auto& hook : hooks_.on_step) hook(r);
+
+    bool stop = hooks_.should_stop && hooks_.should_stop(r.step);
+    if (hooks_.should_stop) {
+      auto flag = torch::tensor({stop ? 1.0 : 0.0}, torch::kFloat64);
+      if (device_.is_cuda()) flag = flag.to(device_);
+      comm_->all_reduce(flag, ReduceOp::max)->wait();
+      stop = flag.cpu().item<double>() > 0;
+    }
+    if (r.step % t_.checkpointing_steps == 0 || r.step == total_steps_ || stop) save_checkpoint(r.step);
+    if (stop) {
+      CVX_INFO << "stopping after step " << r.step << " as asked; resume with --resume_from_checkpoint latest";
+      total_steps_ = r.step;
+      break;
+    }
+  }
+  prefetcher_.reset();
+}
+
+void TrainingJob::save_checkpoint(int64_t step) {
+  const auto start = Clock::now();
+  const fs::path final_dir = output_dir_ / checkpoint_folder_name(step);
+  const fs::path staging = output_dir_ / (checkpoint_folder_name(step) + ".partial");
+  if (is_rank0()) {
+    fs::remove_all(staging);
+    fs::create_directories(staging / "rng");
+  }
+  comm_->barrier();
+  // The position a resume continues from: before the first batch read ahead but not trained.
+  const SamplerState position = queued_.empty() ? sampler_->state() : queued_.front().before;
+  nlohmann::json state{{"step", step},
+                       {"epoch", position.epoch},
+                       {"sampler", position},
+                       {"world_size", ctx_.mpi->size},
+                       {"seed", t_.seed},
+                       {"training_type", t_.training_type},
+                       {"lr_scheduler", {{"name", t_.lr_scheduler}, {"steps_done", step}, {"next_lr", schedule_->lr(step)}}},
+                       {"cvx_version", CVX_VERSION}};
+  save_sharded_state(staging / "state", *engine_, optimizer_.get(), state);
+  {
+    const RngSnapshot rng = RngSnapshot::capture(device_);
+    NamedTensors tensors{{"cpu", rng.cpu_state}};
+    if (rng.device_state.defined()) tensors.emplace_back("device", rng.device_state.cpu());
+    save_safetensors(staging / "rng" / ("rank-" + std::to_string(ctx_.mpi->rank) + ".safetensors"), tensors);
+  }
+  if (t_.training_type == "lora")
+    export_lora(*engine_, model_, staging / "pytorch_lora_weights.safetensors", export_dtype_of(t_.export_dtype));
+  comm_->barrier();  // every rank's files are on disk
+  if (is_rank0()) {
+    if (fs::exists(output_dir_ / "config.ini")) fs::copy_file(output_dir_ / "config.ini", staging / "config.ini");
+    write_file_atomically(staging / kTrainerStateFile, state.dump(2));  // last: marks the folder complete
+    fsync_directory(staging);
+    replace_directory(staging, final_dir);
+    const auto removed = rotate_checkpoints(output_dir_, t_.checkpointing_limit,
+                                            resumed_from_ ? std::optional<fs::path>(resumed_from_->path) : std::nullopt);
+    for (const auto& r : removed) CVX_INFO << "removed old checkpoint " << r.string();
+  }
+  comm_->barrier();
+  CVX_INFO << "checkpoint " << final_dir.string() << " saved in " << seconds_since(start) << " s";
+  for (const auto& hook : hooks_.on_checkpoint) hook(step, final_dir);
+}
+
+void TrainingJob::export_final() {
+  const torch::Dtype dtype = export_dtype_of(t_.export_dtype);
+  const fs::path model_path = config_.model.path;
+  if (t_.training_type == "lora") {
+    const fs::path file = output_dir_ / "pytorch_lora_weights.safetensors";
+    export_lora(*engine_, model_, file, dtype);
+    if (is_rank0()) {
+      CVX_INFO << "LoRA exported to " << file.string()
+               << " (diffusers format, alpha folded: pipe.load_lora_weights(\"" << output_dir_.string()
+               << "\") gives the trained strength)";
+      if (!t_.export_pipeline.empty()) export_pipeline(model_path, t_.export_pipeline, {}, file);
+    }
+  } else {
+    const fs::path dir = output_dir_ / "transformer";
+    export_transformer(*engine_, model_, model_path / "transformer", dir, dtype);
+    if (is_rank0()) {
+      CVX_INFO << "transformer exported to " << dir.string()
+               << " (diffusers format: CogVideoXTransformer3DModel.from_pretrained)";
+      if (!t_.export_pipeline.empty()) export_pipeline(model_path, t_.export_pipeline, dir, {});
+    }
+  }
+  comm_->barrier();
+}
+
+}  // namespace
+
+int run_training(const AppContext& ctx, const TrainRunConfig& config, const TrainHooks& hooks) {
   const auto& t = config.train;
   const Resolution resolution = config.data.resolution();
   const int simulated = static_cast<int>(config.parallel.simulate_world_size);
@@ -22,13 +534,14 @@ int run_training(const AppContext& ctx, const TrainRunConfig& config) {
   const std::string backend = resolve_backend(config.parallel.backend, rank_device(*ctx.mpi));
   CVX_INFO << "plan: " << t.training_type << " fine-tuning of " << config.model.path << " (variant "
            << config.model.variant << ", compute dtype " << (t.mixed_precision == "no" ? "fp32" : t.mixed_precision)
-           << ") on clips " << resolution.to_string()
-           << "; global batch " << global_batch << " = " << t.batch_size << " per rank x " << t.gradient_accumulation_steps
-           << " accumulation x " << world_size << " rank(s)" << (simulated > 0 ? " (simulated)" : "") << "; sharding "
-           << config.parallel.resolved_sharding() << " over " << backend << lora.str();
+           << ") on clips " << resolution.to_string() << "; global batch " << global_batch << " = " << t.batch_size
+           << " per rank x " << t.gradient_accumulation_steps << " accumulation x " << world_size << " rank(s)"
+           << (simulated > 0 ? " (simulated)" : "") << "; sharding " << config.parallel.resolved_sharding() << " over "
+           << backend << lora.str();
   // The memory plan needs the transformer's shape: from the model folder, or the variant's preset.
-  const bool plannable = std::filesystem::exists(std::filesystem::path(config.model.path) / "transformer" / "config.json") ||
-                         config.model.variant != "auto";
+  const bool plannable =
+      std::filesystem::exists(std::filesystem::path(config.model.path) / "transformer" / "config.json") ||
+      config.model.variant != "auto";
   if (plannable) {
     std::string source;
     resolve_transformer_config(config.model, &source);
@@ -38,17 +551,15 @@ int run_training(const AppContext& ctx, const TrainRunConfig& config) {
     CVX_WARN << "no memory plan: " << config.model.path << " has no transformer/config.json and [model] variant is "
              << "auto (set the variant to plan without the weights)";
   }
-  if (!std::filesystem::exists(config.model.path)) CVX_WARN << "model folder " << config.model.path << " does not exist";
-  if (config.data.store.empty()) {
-    CVX_WARN << "[data] store is not set: training reads the latent store written by cvx_precompute";
-  } else if (!std::filesystem::exists(config.data.store)) {
-    CVX_WARN << "latent store " << config.data.store << " does not exist yet (run cvx_precompute first)";
-  }
   if (t.dry_run) {
+    if (!std::filesystem::exists(config.model.path)) CVX_WARN << "model folder " << config.model.path << " does not exist";
+    if (!config.data.store.empty() && !std::filesystem::exists(config.data.store))
+      CVX_WARN << "latent store " << config.data.store << " does not exist yet (run cvx_precompute first)";
     CVX_INFO << "dry run: configuration checked, nothing trained";
     return 0;
   }
-  CVX_THROW_AS(Error, "the training loop is not part of this build yet; run with --dry_run to check a configuration");
+  TrainingJob job(ctx, config, hooks);
+  return job.run();
 }
 
 }  // namespace cvx

@@ -10,6 +10,7 @@
 #include "cvx/data/frame_sampler.h"
 #include "cvx/data/image_io.h"
 #include "cvx/data/latent_store.h"
+#include "cvx/data/store_header.h"
 #include "cvx/data/transforms.h"
 #include "cvx/data/video_reader.h"
 #include "cvx/model/vae.h"
@@ -84,6 +85,13 @@ TEST(PrecomputeE2E, FourRanksWriteOneStoreEqualToASingleProcessEncode) {
       << out;
 
   auto store = cvx::LatentStore::open(dir / "store.h5", MPI_COMM_SELF);
+  // The header the trainer computes from the model folder's configs alone is the one written.
+  cvx::ModelConfig model;
+  model.path = (dir / "model").string();
+  cvx::DataConfig data;
+  data.train_resolution = "9x64x96";
+  EXPECT_EQ(cvx::store_header_fields(store.header()),
+            cvx::store_header_fields(cvx::expected_store_header(model, data)));
   const auto index = store.index();
   ASSERT_EQ(index.size(), static_cast<size_t>(kNumSamples));
   std::set<int64_t> ids;

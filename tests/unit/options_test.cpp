@@ -89,6 +89,118 @@ TEST(Options, BoolForms) {
   EXPECT_FALSE(h.train.gradient_checkpointing);
 }
 
+// The official scheme parses its bools with argparse type=bool, so "False" is a non-empty string and
+// stays True. Here every spelling of false is false, in every position it can be given.
+TEST(Options, EveryFalseSpellingOnTheCommandLineIsFalse) {
+  for (const std::string word : {"False", "false", "FALSE", "0", "no", "off", "No", "OFF"}) {
+    Fixture spaced;  // default true, so false can only come from the parsed word
+    ASSERT_TRUE(spaced.train.gradient_checkpointing);
+    spaced.parse({"--train.gradient_checkpointing", word});
+    EXPECT_FALSE(spaced.train.gradient_checkpointing) << "--train.gradient_checkpointing " << word;
+    EXPECT_TRUE(spaced.options.was_set("train.gradient_checkpointing"));
+    Fixture joined;
+    joined.parse({"--train.gradient_checkpointing=" + word});
+    EXPECT_FALSE(joined.train.gradient_checkpointing) << "--train.gradient_checkpointing=" << word;
+    Fixture short_name;  // the key alone, as it exists in one section only
+    short_name.parse({"--gradient_checkpointing", word, "--seed", "3"});
+    EXPECT_FALSE(short_name.train.gradient_checkpointing) << "--gradient_checkpointing " << word;
+    EXPECT_EQ(short_name.train.seed, 3);  // the word was the flag's value, not a stray argument
+  }
+}
+
+TEST(Options, EveryFalseSpellingInAnIniFileIsFalse) {
+  for (const std::string word : {"False", "false", "0", "no", "off"}) {
+    Fixture f;
+    const auto ini = write_ini("false_" + word + ".ini", "[train]\ngradient_checkpointing = " + word + "\n");
+    f.parse({"--config", ini});
+    EXPECT_FALSE(f.train.gradient_checkpointing) << "gradient_checkpointing = " << word;
+  }
+}
+
+TEST(Options, EveryTrueSpellingIsTrue) {
+  for (const std::string word : {"True", "true", "yes", "YES", "1", "on"}) {
+    Fixture cli;
+    cli.train.gradient_checkpointing = false;  // so true can only come from the parsed word
+    cli.parse({"--train.gradient_checkpointing", word});
+    EXPECT_TRUE(cli.train.gradient_checkpointing) << "--train.gradient_checkpointing " << word;
+    Fixture joined;
+    joined.train.gradient_checkpointing = false;
+    joined.parse({"--train.gradient_checkpointing=" + word});
+    EXPECT_TRUE(joined.train.gradient_checkpointing) << "--train.gradient_checkpointing=" << word;
+    Fixture ini;
+    ini.train.gradient_checkpointing = false;
+    ini.parse({"--config", write_ini("true_" + word + ".ini", "[train]\ngradient_checkpointing = " + word + "\n")});
+    EXPECT_TRUE(ini.train.gradient_checkpointing) << "gradient_checkpointing = " << word;
+  }
+}
+
+TEST(Options, NonBooleanWordForABoolIsAnErrorNamingTheOption) {
+  const auto expect_refused = [](const std::string& message, const std::string& origin) {
+    EXPECT_NE(message.find("invalid value 'maybe' for train.gradient_checkpointing"), std::string::npos) << message;
+    EXPECT_NE(message.find(origin), std::string::npos) << message;
+    EXPECT_NE(message.find("expected a boolean"), std::string::npos) << message;
+  };
+  Fixture spaced;
+  expect_refused(error_of(spaced, {"--train.gradient_checkpointing", "maybe"}), "command line");
+  Fixture joined;
+  expect_refused(error_of(joined, {"--train.gradient_checkpointing=maybe"}), "command line");
+  Fixture ini;
+  const auto file = write_ini("maybe.ini", "[train]\ngradient_checkpointing = maybe\n");
+  expect_refused(error_of(ini, {"--config", file}), file + ":2");
+}
+
+TEST(Options, BareBoolFlagBeforeAnotherOptionIsTrue) {
+  Fixture f;
+  f.train.gradient_checkpointing = false;
+  f.parse({"--train.gradient_checkpointing", "--train.seed", "5"});
+  EXPECT_TRUE(f.train.gradient_checkpointing);
+  EXPECT_EQ(f.train.seed, 5);
+}
+
+TEST(Options, AliasSetsTheOptionItNamesAndIsNeverWritten) {
+  Fixture f;
+  const auto ini = write_ini("alias.ini", "[lora]\nlora_alpha = 32\n");
+  f.parse({"--config", ini});
+  EXPECT_DOUBLE_EQ(f.lora.alpha, 32);
+  EXPECT_TRUE(f.options.was_set("lora.alpha"));
+  EXPECT_FALSE(f.options.was_set("lora.lora_alpha"));
+  const std::string resolved = f.options.to_ini();
+  EXPECT_NE(resolved.find("\nalpha = 32\n"), std::string::npos) << resolved;
+  EXPECT_EQ(resolved.find("lora_alpha"), std::string::npos) << resolved;
+  EXPECT_EQ(resolved.find("lora_dropout"), std::string::npos) << resolved;
+  // The resolved file reads back to the same configuration.
+  const auto file = cvx::test::scratch_dir("options_alias") / "resolved.ini";
+  f.options.save(file);
+  Fixture g;
+  g.parse({"--config", file.string()});
+  EXPECT_DOUBLE_EQ(g.lora.alpha, 32);
+  EXPECT_EQ(g.options.to_ini(), resolved);
+}
+
+TEST(Options, AliasOnTheCommandLineSetsTheOption) {
+  Fixture f;
+  f.parse({"--lora.lora_alpha", "16", "--lora_dropout", "0.1"});
+  EXPECT_DOUBLE_EQ(f.lora.alpha, 16);
+  EXPECT_DOUBLE_EQ(f.lora.dropout, 0.1);
+  EXPECT_TRUE(f.options.was_set("lora.alpha"));
+  EXPECT_TRUE(f.options.was_set("lora.dropout"));
+}
+
+TEST(Options, AliasAndItsOptionInOneFileAreRefused) {
+  Fixture f;
+  const auto ini = write_ini("alias_twice.ini", "[lora]\nalpha = 64\nlora_alpha = 32\n");
+  const std::string message = error_of(f, {"--config", ini});
+  EXPECT_NE(message.find("lora.alpha (line 2) and lora.lora_alpha (line 3)"), std::string::npos) << message;
+  EXPECT_NE(message.find("same option lora.alpha"), std::string::npos) << message;
+}
+
+TEST(Options, HelpShowsAnAliasAsSuch) {
+  Fixture f;
+  const std::string help = f.options.help_text();
+  EXPECT_NE(help.find("--lora.lora_alpha <float>"), std::string::npos) << help;
+  EXPECT_NE(help.find("alias of alpha"), std::string::npos) << help;
+}
+
 TEST(Options, UnknownIniKeyNamesKeyFileLineAndSuggestion) {
   Fixture f;
   const auto ini = write_ini("bad.ini", "[train]\nbatch_size = 1\nlerning_rate = 1e-4\n");

@@ -22,7 +22,6 @@
 #pragma once
 #include <mpi.h>
 
-#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -31,26 +30,9 @@
 
 #include <torch/torch.h>
 
-namespace cvx {
+#include "cvx/data/store_header.h"
 
-// What the latents were made from and how. check_compatible() compares everything but
-// format_version (checked on open), model_path (a moved model folder is the same model: the
-// fingerprint decides) and cvx_version.
-struct StoreHeader {
-  int64_t format_version = 1;
-  std::string model_path;
-  std::string model_fingerprint;  // hash of the VAE/T5 configs, computed by the caller
-  std::string variant;            // "t2v" / "i2v"
-  int64_t frames = 0, height = 0, width = 0;
-  std::array<int64_t, 4> latent_shape{0, 0, 0, 0};  // C, F', H', W'
-  std::string frame_sampling;
-  std::string resize_mode;
-  double vae_scaling_factor = 0;
-  bool invert_scale_latents = false;
-  int64_t max_text_length = 0;
-  int64_t text_embed_dim = 0;
-  std::string cvx_version = CVX_VERSION;
-};
+namespace cvx {
 
 enum class StoreDtype { kFloat32, kBFloat16 };
 

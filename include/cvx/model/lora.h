@@ -62,8 +62,11 @@ void mark_only_lora_trainable(torch::nn::Module& root);
 // Writes the diffusers file described above, atomically. lora_B is multiplied by alpha / r (in float32)
 // before the cast to `dtype`; the runtime multiplier is not exported. Throws Error when `root` has
 // no adapter.
+// `values` (optional) supplies the adapter weights by lora_state() name instead of the layers
+// (whose parameters a sharding engine may have released): a trainer exports gathered masters.
 void save_lora_diffusers(const std::filesystem::path& file, const torch::nn::Module& root,
-                         torch::Dtype dtype = torch::kFloat32);
+                         torch::Dtype dtype = torch::kFloat32,
+                         const std::map<std::string, torch::Tensor>* values = nullptr);
 // Writes lora_state() unfolded in its own dtype (trainer checkpoints), no "transformer." prefix, with
 // the cvx.* metadata and "cvx.alpha_folded": "false"; load_lora() restores it at scale alpha / r.
 // Throws Error when the adapters do not share one alpha.

@@ -1,10 +1,15 @@
 // The training entry point of cvx_train.
 #pragma once
+#include <functional>
+#include <vector>
+
 #include "cvx/app/app.h"
 #include "cvx/data/data_config.h"
 #include "cvx/dist/parallel_config.h"
 #include "cvx/model/lora_config.h"
 #include "cvx/model/model_config.h"
+#include "cvx/precompute/precompute_config.h"
+#include "cvx/train/step_log.h"
 #include "cvx/train/train_config.h"
 
 namespace cvx {
@@ -17,9 +22,21 @@ struct TrainRunConfig {
   LoraConfig lora;
   ParallelConfig parallel;
   ValidationConfig validation;
+  PrecomputeConfig precompute;  // used when [train] precompute_if_missing runs the precompute
+  std::string config_file;      // the --config file, for messages that give the command to run
+};
+
+// Where later features plug in without touching the loop (validation videos, TensorBoard,
+// preemption): called on every rank after each optimizer step, and after each checkpoint save.
+struct TrainHooks {
+  std::vector<std::function<void(const StepReport&)>> on_step;
+  std::vector<std::function<void(int64_t step, const std::filesystem::path& checkpoint)>> on_checkpoint;
+  // Asked after every step (on every rank; the answers are OR-ed over ranks): true stops the run
+  // after a checkpoint of that step, as if train_steps were reached.
+  std::function<bool(int64_t step)> should_stop;
 };
 
 // Runs (or, with train.dry_run, plans) a training job; returns the exit code.
-int run_training(const AppContext& ctx, const TrainRunConfig& config);
+int run_training(const AppContext& ctx, const TrainRunConfig& config, const TrainHooks& hooks = {});
 
 }  // namespace cvx

@@ -1,0 +1,44 @@
+// The checkpoints of a run folder: `output_dir/checkpoint-{step}/`, each complete or absent (it is
+// assembled under `checkpoint-{step}.partial` and renamed into place last; a folder without
+// trainer_state.json, or a .partial one, is the trace of a crash and never counts).
+//
+//   checkpoint-{step}/
+//     trainer_state.json     step, epoch, sampler position, LR state, world size, RNG seeds (rank 0)
+//     rng/rank-{r:05d}.bin   torch's CPU (and CUDA) generator states of rank r
+//     state/                 the engine's sharded trainable state (dist/sharded_state.h)
+//     config.ini             the resolved configuration of the run that wrote it
+//     pytorch_lora_weights.safetensors   LoRA runs: the diffusers export of this step
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace cvx {
+
+struct CheckpointFolder {
+  int64_t step = 0;
+  std::filesystem::path path;
+};
+
+inline constexpr const char* kTrainerStateFile = "trainer_state.json";
+
+std::string checkpoint_folder_name(int64_t step);  // "checkpoint-{step}"
+
+// Complete checkpoints in `output_dir`, ascending by step.
+std::vector<CheckpointFolder> list_checkpoints(const std::filesystem::path& output_dir);
+
+// What resume_from_checkpoint names: "" (start fresh: nullopt), "latest" (the newest complete
+// checkpoint, nullopt when there is none), or a path (which must be a complete checkpoint: a
+// ConfigError naming the path and what is wrong with it otherwise, never a silent fresh start).
+std::optional<CheckpointFolder> resolve_resume_checkpoint(const std::string& option,
+                                                          const std::filesystem::path& output_dir);
+
+// Deletes the oldest complete checkpoints until at most `limit` remain (0 = keep all), never the
+// one at `keep` (the run resumed from it); also removes stale `.partial` folders. Returns the
+// deleted folders.
+std::vector<std::filesystem::path> rotate_checkpoints(const std::filesystem::path& output_dir, int64_t limit,
+                                                      const std::optional<std::filesystem::path>& keep);
+
+}  // namespace cvx

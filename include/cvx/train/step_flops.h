@@ -1,0 +1,36 @@
+// Floating-point work of one training step, counted from the transformer's configuration (matmuls
+// and attention, 2 FLOPs per multiply-add): what the TFLOP/s and MFU columns of the step log
+// divide by. Executed work, not "model FLOPs": the recomputed forward of checkpointed blocks is
+// included, and the backward of a frozen weight computes only its input gradient (LoRA), of a
+// trained one input and weight gradients (SFT). LoRA's own adapters (rank r against D, < 1%) and
+// element-wise work (norms, activations, RoPE) are not counted.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "cvx/model/transformer_config.h"
+
+namespace cvx {
+
+struct StepGeometry {
+  int64_t latent_frames = 0;  // as the transformer sees them (1.5: padded to even)
+  int64_t latent_height = 0, latent_width = 0;
+  int64_t text_tokens = 226;
+};
+
+// Video tokens of one sample.
+int64_t video_tokens(const TransformerConfig& config, const StepGeometry& geometry);
+
+// Forward FLOPs of one sample.
+double transformer_forward_flops(const TransformerConfig& config, const StepGeometry& geometry);
+
+// Executed FLOPs of one sample's forward + backward: forward x (1 + recompute + backward factor),
+// the backward factor 1 when the transformer's weights are frozen (LoRA), 2 when they train.
+double training_step_flops(const TransformerConfig& config, const StepGeometry& geometry, bool full_finetune,
+                           bool recompute);
+
+// Dense bf16 peak of a device by name (CUDA device names such as "NVIDIA H100 80GB HBM3"), in
+// TFLOP/s; 0 when unknown (CPUs): the MFU column is then left out.
+double device_peak_tflops(const std::string& device_name);
+
+}  // namespace cvx

@@ -1,0 +1,291 @@
+// cvx_train as users run it (mpirun, INI config, the store cvx_precompute wrote), on tiny models
+// from cvx_make_tiny and synthetic FFmpeg videos: it trains (the loss of an overfit falls),
+// checkpoints, resumes exactly, gives the same losses on 1, 2 and 4 ranks, and exports what
+// cvx_generate loads; bad configurations fail before any heavy work, naming the option.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "cvx/dist/fake_communicator.h"
+#include "cvx/dist/fsdp_engine.h"
+#include "cvx/dist/sharded_state.h"
+#include "cvx/io/model_folder.h"
+#include "cvx/io/safetensors.h"
+#include "cvx/model/transformer.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using cvx::test::built_program;
+using cvx::test::run_command;
+using cvx::test::shell_quote;
+
+namespace {
+
+std::string mpirun(int np) {
+  return "mpirun --allow-run-as-root --oversubscribe -np " + std::to_string(np) + " ";
+}
+
+// A tiny model, a synthetic dataset and its store, made once per variant for the whole suite.
+struct Fixture {
+  fs::path dir, model, data, store, config;
+  std::string variant;
+  bool i2v = false;
+};
+
+std::string base_config(const Fixture& f) {
+  std::ostringstream ini;
+  ini << "log_level = info\n\n[model]\npath = " << f.model.string() << "\ndtype = fp32\n\n[data]\ndata_root = "
+      << f.data.string() << "\ncaption_column = prompts.txt\nvideo_column = videos.txt\n"
+      << (f.i2v ? "image_column = images.txt\n" : "") << "train_resolution = 9x32x48\nstore = " << f.store.string()
+      << "\n\n[precompute]\nlatent_dtype = fp32\nembedding_dtype = fp32\n\n[train]\nmixed_precision = no\n"
+      << "learning_rate = 1e-3\nlr_scheduler = constant\nlr_warmup_steps = 0\ncheckpointing_steps = 1000\n"
+      << "\n[lora]\nrank = 4\nalpha = 4\n";
+  return ini.str();
+}
+
+const Fixture& fixture(const std::string& variant, int num_samples = 4) {
+  static std::mutex mutex;
+  static std::map<std::string, Fixture> made;
+  std::lock_guard<std::mutex> lock(mutex);
+  const std::string key = variant + "/" + std::to_string(num_samples);
+  if (auto it = made.find(key); it != made.end()) return it->second;
+  Fixture f;
+  f.variant = variant;
+  f.i2v = variant.find("i2v") != std::string::npos;
+  f.dir = cvx::test::scratch_dir("train_e2e_" + std::regex_replace(variant, std::regex("\\."), "_"));
+  f.model = f.dir / "model";
+  f.data = f.dir / "data";
+  f.store = f.dir / "store.h5";
+  f.config = f.dir / "base.ini";
+  std::string out;
+  EXPECT_EQ(run_command(shell_quote(built_program("cvx_make_tiny")) + " " + shell_quote(f.model) + " --variant " +
+                            variant, &out), 0) << out;
+  const fs::path script = fs::path(CVX_SOURCE_DIR) / "tools" / "make_synthetic_dataset.sh";
+  EXPECT_EQ(run_command(shell_quote(script) + " " + shell_quote(f.data) + " " + std::to_string(num_samples) +
+                            " 64x48 12" + (f.i2v ? " --images" : ""), &out), 0) << out;
+  std::ofstream(f.config) << base_config(f);
+  EXPECT_EQ(run_command(mpirun(2) + shell_quote(built_program("cvx_precompute")) + " --config " + shell_quote(f.config),
+                        &out), 0) << out;
+  return made.emplace(key, f).first->second;
+}
+
+struct TrainRun {
+  int rc = -1;
+  std::string output;
+  fs::path dir;
+  std::vector<nlohmann::json> metrics;
+  std::vector<double> losses() const {
+    std::vector<double> out;
+    for (const auto& m : metrics) out.push_back(m["loss"].get<double>());
+    return out;
+  }
+};
+
+TrainRun train(const Fixture& f, int np, const fs::path& output_dir, const std::string& args) {
+  TrainRun r;
+  r.dir = output_dir;
+  r.rc = run_command(mpirun(np) + shell_quote(built_program("cvx_train")) + " --config " + shell_quote(f.config) +
+                         " --train.output_dir " + shell_quote(output_dir) + " " + args, &r.output);
+  std::ifstream in(output_dir / "metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty()) r.metrics.push_back(nlohmann::json::parse(line));
+  return r;
+}
+
+double mean(const std::vector<double>& v, size_t first, size_t count) {
+  double s = 0;
+  for (size_t i = first; i < first + count; ++i) s += v[i];
+  return s / static_cast<double>(count);
+}
+
+}  // namespace
+
+TEST(TrainE2E, LoraOverfitOfTwoSamplesLowersTheLossAndWritesCheckpointsAndTheExport) {
+  const Fixture& f = fixture("5b", 2);
+  const auto out = cvx::test::scratch_dir("train_overfit") / "run";
+  // Two samples, the posterior mean and a high learning rate: the loss must fall. Timesteps stay
+  // random, so compare the mean of the first and last steps over several steps each.
+  const TrainRun r = train(f, 2, out,
+                      "--train.train_steps 40 --train.checkpointing_steps 20 --train.latent_sampling mean "
+                      "--train.learning_rate 5e-3 --lora.rank 8 --lora.alpha 8");
+  ASSERT_EQ(r.rc, 0) << r.output;
+  ASSERT_EQ(r.metrics.size(), 40u) << r.output;
+  const auto losses = r.losses();
+  const double first = mean(losses, 0, 8), last = mean(losses, 32, 8);
+  EXPECT_LT(last, 0.6 * first) << "the loss of an overfit of 2 samples falls below 60% of its start";
+  for (const char* step : {"checkpoint-20", "checkpoint-40"}) {
+    EXPECT_TRUE(fs::exists(out / step / "trainer_state.json")) << step;
+    EXPECT_TRUE(fs::exists(out / step / "state" / "layout.json")) << step;
+    EXPECT_TRUE(fs::exists(out / step / "pytorch_lora_weights.safetensors")) << step;
+    EXPECT_TRUE(fs::exists(out / step / "rng" / "rank-1.safetensors")) << step;
+    EXPECT_TRUE(fs::exists(out / step / "config.ini")) << step;
+  }
+  EXPECT_TRUE(fs::exists(out / "pytorch_lora_weights.safetensors"));
+  EXPECT_NE(r.output.find("step 40/40 | epoch"), std::string::npos) << "the fixed-field step line";
+  EXPECT_NE(r.output.find("TFLOP/s"), std::string::npos);
+  for (const char* key : {"loss", "grad_norm", "lr", "step_seconds", "data_wait_seconds", "peak_memory_bytes",
+                          "samples_per_second", "tokens_per_second", "tflops", "eta_seconds"})
+    EXPECT_TRUE(r.metrics.back().contains(key)) << key;
+
+  // The export loads in cvx_generate and changes what it renders.
+  const auto gen = out.parent_path() / "gen";
+  std::string base_out, lora_out;
+  const std::string generate = shell_quote(built_program("cvx_generate")) + " --model_path " + shell_quote(f.model) +
+                               " --prompt 'a test pattern' --height 32 --width 48 --num_frames 9 "
+                               "--num_inference_steps 2 --dtype fp32 --save_frames --seed 3 --output ";
+  ASSERT_EQ(run_command(generate + shell_quote(gen / "base.mp4"), &base_out), 0) << base_out;
+  ASSERT_EQ(run_command(generate + shell_quote(gen / "lora.mp4") + " --lora_path " +
+                            shell_quote(out / "pytorch_lora_weights.safetensors"), &lora_out), 0) << lora_out;
+  std::ifstream a(gen / "base_frames" / "frame_0004.png", std::ios::binary), b(gen / "lora_frames" / "frame_0004.png", std::ios::binary);
+  const std::string pa((std::istreambuf_iterator<char>(a)), {}), pb((std::istreambuf_iterator<char>(b)), {});
+  ASSERT_FALSE(pa.empty());
+  EXPECT_NE(pa, pb) << "the trained LoRA changes the generated frames";
+}
+
+TEST(TrainE2E, StoppedAndResumedRunReproducesTheUninterruptedLossCurveBitwise) {
+  const Fixture& f = fixture("5b");
+  const auto dir = cvx::test::scratch_dir("train_resume");
+  const std::string args = "--train.train_steps 6 --train.checkpointing_steps 3 --lora.dropout 0.1 "
+                           "--train.lr_scheduler cosine --train.lr_warmup_steps 2";
+  const TrainRun full = train(f, 2, dir / "full", args);
+  ASSERT_EQ(full.rc, 0) << full.output;
+  ASSERT_EQ(full.metrics.size(), 6u);
+  const TrainRun resumed = train(f, 2, dir / "resumed", args + " --train.resume_from_checkpoint " +
+                                                       shell_quote(dir / "full" / "checkpoint-3"));
+  ASSERT_EQ(resumed.rc, 0) << resumed.output;
+  ASSERT_EQ(resumed.metrics.size(), 3u) << resumed.output;
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(resumed.metrics[i]["step"], full.metrics[i + 3]["step"]);
+    EXPECT_EQ(resumed.metrics[i]["loss"].get<double>(), full.metrics[i + 3]["loss"].get<double>()) << "step " << i + 4;
+    EXPECT_EQ(resumed.metrics[i]["grad_norm"].get<double>(), full.metrics[i + 3]["grad_norm"].get<double>());
+    EXPECT_EQ(resumed.metrics[i]["lr"].get<double>(), full.metrics[i + 3]["lr"].get<double>());
+  }
+  // The same run folder resumed with `latest`: the interrupted run's later lines are replaced.
+  fs::remove_all(dir / "full" / "checkpoint-6");
+  const TrainRun latest = train(f, 2, dir / "full", args + " --train.resume_from_checkpoint latest");
+  ASSERT_EQ(latest.rc, 0) << latest.output;
+  ASSERT_EQ(latest.metrics.size(), 6u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(latest.metrics[i]["loss"].get<double>(), full.metrics[i]["loss"].get<double>());
+}
+
+TEST(TrainE2E, CheckpointOfFourRanksResumesOnTwo) {
+  const Fixture& f = fixture("5b");
+  const auto dir = cvx::test::scratch_dir("train_reshard");
+  // Global batch 4 on both world sizes (4 x 1 and 2 x 2), so the runs are the same computation.
+  const TrainRun four = train(f, 4, dir / "four", "--train.train_steps 4 --train.checkpointing_steps 2 --train.batch_size 1");
+  ASSERT_EQ(four.rc, 0) << four.output;
+  const TrainRun two = train(f, 2, dir / "two", "--train.train_steps 4 --train.batch_size 2 --train.resume_from_checkpoint " +
+                                                shell_quote(dir / "four" / "checkpoint-2"));
+  ASSERT_EQ(two.rc, 0) << two.output;
+  ASSERT_EQ(two.metrics.size(), 2u);
+  // Same samples and draws, other summation order: fp32 rounding only (tolerance as below).
+  for (size_t i = 0; i < 2; ++i)
+    EXPECT_NEAR(two.metrics[i]["loss"].get<double>(), four.metrics[i + 2]["loss"].get<double>(),
+                1e-5 * std::abs(four.metrics[i + 2]["loss"].get<double>()));
+}
+
+TEST(TrainE2E, LoraAndSftGiveTheSameLossesOnOneTwoAndFourRanksForTheSameGlobalBatch) {
+  const Fixture& f = fixture("5b");
+  const auto dir = cvx::test::scratch_dir("train_world_sizes");
+  for (const std::string type : {"lora", "sft"}) {
+    std::map<int, TrainRun> runs;
+    for (const int np : {1, 2, 4}) {
+      runs[np] = train(f, np, dir / (type + std::to_string(np)),
+                       "--train.training_type " + type + " --train.train_steps 3 --train.batch_size " +
+                           std::to_string(4 / np) + (type == "sft" ? " --train.learning_rate 1e-4" : ""));
+      ASSERT_EQ(runs[np].rc, 0) << runs[np].output;
+      ASSERT_EQ(runs[np].metrics.size(), 3u);
+    }
+    // The same samples with the same draws on every world size; only the order in which fp32
+    // gradients are summed differs (reduce-scatter vs local), ~1e-7 relative per step, amplified by
+    // AdamW's normalisation on later steps: 1e-4 relative bounds it with margin.
+    for (const int np : {2, 4})
+      for (size_t s = 0; s < 3; ++s) {
+        const double a = runs[1].metrics[s]["loss"].get<double>(), b = runs[np].metrics[s]["loss"].get<double>();
+        EXPECT_NEAR(b, a, 1e-4 * std::abs(a)) << type << " np " << np << " step " << s + 1;
+      }
+  }
+}
+
+TEST(TrainE2E, SftExportIsADiffusersTransformerFolderEqualToTheTrainedWeights) {
+  const Fixture& f = fixture("1.5-t2v");
+  const auto dir = cvx::test::scratch_dir("train_sft_export");
+  const TrainRun r = train(f, 2, dir / "run", "--train.training_type sft --train.train_steps 2 --train.learning_rate 1e-4 "
+                                         "--train.export_dtype fp32 --train.export_pipeline " + shell_quote(dir / "pipeline"));
+  ASSERT_EQ(r.rc, 0) << r.output;
+  const auto exported = cvx::load_transformer(dir / "run" / "transformer");
+  const auto base = cvx::load_transformer(f.model / "transformer");
+  // The trained weights: the last checkpoint's fp32 masters, read back through a 1-rank engine.
+  cvx::CogVideoXTransformer model(base->config, cvx::ModuleInit::unmaterialized(torch::kFloat32));
+  for (auto& p : model->parameters()) p.set_requires_grad(true);
+  cvx::FakeCommunicator world(0, 1);
+  cvx::FsdpOptions options;
+  options.precision.param_dtype = torch::kFloat32;
+  cvx::FsdpEngine engine(model->sharding_units(), world, options, torch::kCPU);
+  engine.load(*cvx::open_component(f.model / "transformer", "", true).weights);
+  cvx::load_sharded_state(dir / "run" / "checkpoint-2" / "state", engine, nullptr);
+  std::map<std::string, torch::Tensor> trained;
+  cvx::gather_full_state(engine, [&](const std::string& n, const torch::Tensor& v) { trained[n] = v.clone(); });
+  const auto exported_state = cvx::module_state(*exported);
+  ASSERT_EQ(exported_state.size(), trained.size());
+  int64_t changed = 0;
+  const auto base_state = cvx::module_state(*base);
+  for (size_t i = 0; i < exported_state.size(); ++i) {
+    const auto& [name, value] = exported_state[i];
+    ASSERT_TRUE(trained.count(name)) << name;
+    EXPECT_TRUE(torch::equal(value, trained[name])) << name;
+    if (!torch::equal(value, base_state[i].second)) ++changed;
+  }
+  EXPECT_GT(changed, static_cast<int64_t>(exported_state.size()) / 2) << "SFT changes most tensors";
+  EXPECT_TRUE(fs::exists(dir / "pipeline" / "transformer" / "config.json"));
+  EXPECT_TRUE(fs::exists(dir / "pipeline" / "vae"));
+  EXPECT_TRUE(fs::exists(dir / "pipeline" / "model_index.json"));
+}
+
+TEST(TrainE2E, EveryVariantTrainsTextAndImageToVideo) {
+  for (const std::string variant : {"2b", "1.5-t2v", "5b-i2v", "1.5-i2v"}) {
+    const Fixture& f = fixture(variant);
+    const auto dir = cvx::test::scratch_dir("train_variant");
+    for (const std::string mode : {"encode", "cached"}) {
+      if (!f.i2v && mode == "cached") continue;
+      const TrainRun r = train(f, 2, dir / mode, "--train.train_steps 2 --train.image_latents " + mode);
+      ASSERT_EQ(r.rc, 0) << variant << " " << mode << "\n" << r.output;
+      ASSERT_EQ(r.metrics.size(), 2u) << variant;
+      for (const auto& m : r.metrics) EXPECT_TRUE(std::isfinite(m["loss"].get<double>())) << variant;
+      if (f.i2v) EXPECT_NE(r.output.find(mode == "encode" ? "encoded every step" : "cached image latents"),
+                           std::string::npos) << r.output;
+    }
+  }
+}
+
+TEST(TrainE2E, BadConfigurationsFailBeforeAnyHeavyWorkNamingTheOptionAndTheFix) {
+  const Fixture& f = fixture("5b");
+  const auto dir = cvx::test::scratch_dir("train_bad");
+  const Fixture& other = fixture("1.5-t2v");
+  struct Case {
+    std::string args, expected;
+  };
+  const std::vector<Case> cases{
+      {"--data.train_resolution 10x32x48", "train_resolution"},
+      {"--data.train_resolution 9x30x48", "multiple"},
+      {"--data.train_resolution 9x48x64", "height"},  // a store made for another size
+      {"--model.path " + shell_quote(other.model), "model_fingerprint"},
+      {"--data.store " + shell_quote(dir / "missing.h5"), "cvx_precompute --config"},
+      {"--train.batch_size 3", "batch_size"},
+      {"--lora.rank 0", "rank must be > 0"},
+      {"--lora.alpha -1", "alpha must be > 0"},
+      {"--lora.target_modules to_q,to_nothing", "to_nothing"},
+      {"--train.resume_from_checkpoint " + shell_quote(dir / "checkpoint-7"), "resume_from_checkpoint"},
+  };
+  for (const auto& c : cases) {
+    const TrainRun r = train(f, 2, dir / "run", c.args);
+    EXPECT_NE(r.rc, 0) << c.args;
+    EXPECT_NE(r.output.find(c.expected), std::string::npos) << c.args << "\n" << r.output;
+    EXPECT_EQ(r.output.find("tensors,"), std::string::npos) << "no weights loaded for: " << c.args;
+  }
+}
