@@ -22,8 +22,7 @@ int main(int argc, char** argv) {
         .add("lora", run.lora, "LoRA adapters (training_type = lora)")
         .add("parallel", run.parallel, "distribution over ranks")
         .add("validation", run.validation, "validation videos during training")
-        .add("precompute", run.precompute, "the precompute [train] precompute_if_missing runs")
-        .foreign_sections({"generate"});
+        .foreign_sections({"precompute", "generate"});
     if (!cvx::parse_and_configure(ctx, options, general)) return 0;
     run.config_file = options.config_file();
     cvx::open_run_folder(ctx, options, run.train.output_dir);

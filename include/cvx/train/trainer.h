@@ -22,7 +22,9 @@ struct TrainRunConfig {
   LoraConfig lora;
   ParallelConfig parallel;
   ValidationConfig validation;
-  PrecomputeConfig precompute;  // used when [train] precompute_if_missing runs the precompute
+  // What [train] precompute_if_missing runs the precompute with: the defaults (cvx_train does not
+  // read [precompute], whose dry_run would clash with [train] dry_run on the command line).
+  PrecomputeConfig precompute;
   std::string config_file;      // the --config file, for messages that give the command to run
 };
 
