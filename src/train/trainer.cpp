@@ -76,11 +76,6 @@ uint64_t peak_host_rss() {
   return static_cast<uint64_t>(usage.ru_maxrss) * 1024;  // Linux: kilobytes
 }
 
-torch::Dtype compute_dtype_of(const std::string& mixed_precision) {
-  if (mixed_precision == "bf16") return torch::kBFloat16;
-  if (mixed_precision == "fp16") return torch::kFloat16;
-  return torch::kFloat32;
-}
 torch::Dtype export_dtype_of(const std::string& name) {
   if (name == "bf16") return torch::kBFloat16;
   if (name == "fp16") return torch::kFloat16;
@@ -196,7 +191,9 @@ void TrainingJob::build_model() {
   const fs::path model_path = config_.model.path;
   const ComponentFolder transformer_folder = open_component(model_path / "transformer", "", /*require_weights=*/true);
   tc_ = TransformerConfig::from_json(transformer_folder.config, transformer_folder.config_file.string());
-  const torch::Dtype dtype = compute_dtype_of(t_.mixed_precision);
+  // The compute dtype the engine is planned with (one reading of mixed_precision: memory_plan).
+  const FsdpOptions options = engine_options(config_);
+  const torch::Dtype dtype = *options.precision.param_dtype;
   const bool lora = t_.training_type == "lora";
 
   // Every rank builds the same unmaterialised model; LoRA adapters are initialised from the seed
@@ -212,7 +209,6 @@ void TrainingJob::build_model() {
     for (auto& p : model_->parameters()) p.set_requires_grad(true);
   }
   comm_ = make_communicator(config_.parallel, ctx_.mpi->world, device_);
-  FsdpOptions options = engine_options(config_);
   engine_ = std::make_unique<FsdpEngine>(model_->sharding_units(), *comm_, options, device_);
   const auto report = engine_->load(*transformer_folder.weights);
   CVX_INFO << "transformer: " << report.num_loaded << " tensors, " << report.bytes_read / (1 << 20)
