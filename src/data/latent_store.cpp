@@ -126,7 +126,7 @@ struct LatentStore::Impl {
   // once every object in it is closed.
   h5::Id file;
   h5::Id transfer;
-  h5::Id moments, image_moments, embeddings, prompt_text, prompt_hash, prompt_status;
+  h5::Id moments, image_moments, images, embeddings, prompt_text, prompt_hash, prompt_status;
   h5::Id sample_id, media_path, prompt_row, frames, status, reason;
 
   // A descriptor of our own on the file, only to make this rank's writes durable (fdatasync
@@ -149,6 +149,8 @@ struct LatentStore::Impl {
                  " out of range [0, ", n, ")");
   }
 
+  std::vector<int64_t> image_shape() const { return {3, header.height, header.width}; }
+
   std::vector<int64_t> moments_shape(int64_t frames_dim) const {
     const auto& s = header.latent_shape;
     return {2 * s[0], frames_dim, s[2], s[3]};
@@ -156,17 +158,25 @@ struct LatentStore::Impl {
 
   void write_tensor(hid_t dataset, const char* name, StoreDtype dtype, int64_t row, const torch::Tensor& tensor,
                     const std::vector<int64_t>& shape) const {
+    write_tensor_as(dataset, name, memory_type(dtype), torch_dtype(dtype), row, tensor, shape);
+  }
+  void write_tensor_as(hid_t dataset, const char* name, hid_t type, torch::Dtype dtype, int64_t row,
+                       const torch::Tensor& tensor, const std::vector<int64_t>& shape) const {
     CVX_CHECK_AS(ConfigError, tensor.defined() && tensor.sizes().vec() == shape, "latent store ", path.string(),
                  ": ", name, " row ", row, " expects a tensor of shape ", shape_string(shape), ", got ",
                  tensor.defined() ? shape_string(tensor.sizes().vec()) : std::string("none"));
-    const torch::Tensor data = tensor.detach().to(torch::kCPU, torch_dtype(dtype)).contiguous();
-    guarded(name, [&] { h5::write_rows(dataset, memory_type(dtype), row, 1, data.data_ptr(), xfer()); });
+    const torch::Tensor data = tensor.detach().to(torch::kCPU, dtype).contiguous();
+    guarded(name, [&] { h5::write_rows(dataset, type, row, 1, data.data_ptr(), xfer()); });
   }
 
   torch::Tensor read_tensor(hid_t dataset, const char* name, StoreDtype dtype, int64_t row,
                             const std::vector<int64_t>& shape) const {
-    torch::Tensor data = torch::empty(shape, torch::TensorOptions().dtype(torch_dtype(dtype)));
-    guarded(name, [&] { h5::read_rows(dataset, memory_type(dtype), row, 1, data.data_ptr(), xfer()); });
+    return read_tensor_as(dataset, name, memory_type(dtype), torch_dtype(dtype), row, shape);
+  }
+  torch::Tensor read_tensor_as(hid_t dataset, const char* name, hid_t type, torch::Dtype dtype, int64_t row,
+                               const std::vector<int64_t>& shape) const {
+    torch::Tensor data = torch::empty(shape, torch::TensorOptions().dtype(dtype));
+    guarded(name, [&] { h5::read_rows(dataset, type, row, 1, data.data_ptr(), xfer()); });
     return data;
   }
 
@@ -218,6 +228,9 @@ struct LatentStore::Impl {
     };
     moments = open("/latents/moments");
     if (CVX_H5(H5Lexists(file, "/latents/image_moments", H5P_DEFAULT)) > 0) image_moments = open("/latents/image_moments");
+    if (CVX_H5(H5Lexists(file, "/images", H5P_DEFAULT)) > 0 &&
+        CVX_H5(H5Lexists(file, "/images/pixels", H5P_DEFAULT)) > 0)
+      images = open("/images/pixels");
     embeddings = open("/prompts/embeddings");
     prompt_text = open("/prompts/text");
     prompt_hash = open("/prompts/hash");
@@ -235,8 +248,9 @@ struct LatentStore::Impl {
     guarded("/header", [&] {
       const h5::Id group = h5::group_id(CVX_H5(H5Gopen2(file, "/header", H5P_DEFAULT)));
       header.format_version = h5::read_int_attribute(group, "format_version");
-      CVX_CHECK_AS(FormatError, header.format_version == kStoreFormatVersion, "format version ", header.format_version,
-                   " is not supported (this cvx reads version ", kStoreFormatVersion, ")");
+      CVX_CHECK_AS(FormatError, header.format_version >= 1 && header.format_version <= kStoreFormatVersion,
+                   "format version ", header.format_version, " is not supported (this cvx reads versions 1 to ",
+                   kStoreFormatVersion, "; a newer cvx wrote it)");
       visit_store_header(header, AttributeReader{group});
       options.gzip_level = static_cast<int>(h5::read_int_attribute(group, "gzip_level"));
     });
@@ -248,6 +262,13 @@ struct LatentStore::Impl {
       return parse_dtype(h5::read_string_attribute(embeddings, "dtype"), "/prompts/embeddings");
     });
     options.image_latents = image_moments.valid();
+    options.images = images.valid();
+    // Format 2 added the I2V conditioning images; a T2V store of format 1 has exactly format 2's layout.
+    CVX_CHECK_AS(FormatError, !(header.format_version == 1 && options.image_latents), "latent store ",
+                 path.string(), " is an I2V store of format version 1, which holds no conditioning images (format ",
+                 kStoreFormatVersion, " stores them for the official per-step image encode). Rebuild it with `mpirun "
+                 "-np N cvx_precompute --config CONFIG --precompute.overwrite true` (the same [model] and [data] "
+                 "settings)");
     const auto moments_dims = h5::dataset_shape(moments);
     const auto embedding_dims = h5::dataset_shape(embeddings);
     CVX_CHECK_AS(FormatError, moments_dims.size() == 5 && embedding_dims.size() == 3, "latent store ",
@@ -266,6 +287,7 @@ struct LatentStore::Impl {
     };
     expect(moments, "/latents/moments", with_rows(samples, moments_shape(header.latent_shape[1])));
     if (image_moments.valid()) expect(image_moments, "/latents/image_moments", with_rows(samples, moments_shape(1)));
+    if (images.valid()) expect(images, "/images/pixels", with_rows(samples, image_shape()));
     expect(embeddings, "/prompts/embeddings", {prompts, header.max_text_length, header.text_embed_dim});
     for (const auto& [dataset, name] : {std::pair{prompt_text.get(), "/prompts/text"}, {prompt_hash.get(), "/prompts/hash"},
                                         {prompt_status.get(), "/prompts/status"}}) {
@@ -334,7 +356,7 @@ uint64_t arguments_digest(const StoreHeader& header, const std::vector<SampleEnt
   }
   for (const auto& p : prompts) add(p);
   add(std::string(dtype_name(options.latent_dtype)) + dtype_name(options.embedding_dtype) +
-      std::to_string(options.image_latents) + std::to_string(options.gzip_level));
+      std::to_string(options.image_latents) + std::to_string(options.images) + std::to_string(options.gzip_level));
   return hash;
 }
 
@@ -450,6 +472,9 @@ LatentStore LatentStore::create(const fs::path& path, const StoreHeader& header,
                                       true, gzip, false);
       h5::write_attribute(st.image_moments, "dtype", std::string(dtype_name(options.latent_dtype)));
     }
+    if (options.images) {
+      st.images = make_dataset(st.file, "/images/pixels", H5T_STD_U8LE, dims(n, st.image_shape()), true, gzip, false);
+    }
     st.embeddings = make_dataset(st.file, "/prompts/embeddings", embed_type,
                                  dims(p, {header.max_text_length, header.text_embed_dim}), true, gzip, false);
     h5::write_attribute(st.embeddings, "dtype", std::string(dtype_name(options.embedding_dtype)));
@@ -533,7 +558,8 @@ void LatentStore::check_compatible(const StoreHeader& requested) const {
 }
 
 // ---------------------------------------------------------------- writes
-void LatentStore::write_sample(int64_t i, const torch::Tensor& moments, const torch::Tensor& image_moments) {
+void LatentStore::write_sample(int64_t i, const torch::Tensor& moments, const torch::Tensor& image_moments,
+                               const torch::Tensor& image) {
   Impl& st = *impl_;
   st.require_writable();
   st.check_row(i, st.samples, "sample");
@@ -545,6 +571,14 @@ void LatentStore::write_sample(int64_t i, const torch::Tensor& moments, const to
   if (image_moments.defined()) {
     st.write_tensor(st.image_moments, "/latents/image_moments", st.options.latent_dtype, i, image_moments,
                     st.moments_shape(1));
+  }
+  CVX_CHECK_AS(ConfigError, image.defined() == st.images.valid(), "latent store ", st.path.string(), ": sample ", i,
+               st.images.valid() ? " needs its conditioning image (I2V store)"
+                                 : " has a conditioning image but the store holds none");
+  if (image.defined()) {
+    CVX_CHECK_AS(ConfigError, image.scalar_type() == torch::kUInt8, "latent store ", st.path.string(), ": sample ", i,
+                 ": the conditioning image must be uint8, got ", image.scalar_type());
+    st.write_tensor_as(st.images, "/images/pixels", H5T_NATIVE_UINT8, torch::kUInt8, i, image, st.image_shape());
   }
 }
 
@@ -589,7 +623,7 @@ void LatentStore::flush() {
 void LatentStore::close() {
   if (!impl_ || !impl_->file.valid()) return;
   Impl& st = *impl_;
-  for (h5::Id* id : {&st.moments, &st.image_moments, &st.embeddings, &st.prompt_text, &st.prompt_hash,
+  for (h5::Id* id : {&st.moments, &st.image_moments, &st.images, &st.embeddings, &st.prompt_text, &st.prompt_hash,
                      &st.prompt_status, &st.sample_id, &st.media_path, &st.prompt_row, &st.frames, &st.status,
                      &st.reason, &st.transfer}) {
     id->reset();
@@ -638,6 +672,14 @@ torch::Tensor LatentStore::read_image_moments(int64_t i) const {
   return st.read_tensor(st.image_moments, "/latents/image_moments", st.options.latent_dtype, i, st.moments_shape(1));
 }
 
+torch::Tensor LatentStore::read_image(int64_t i) const {
+  const Impl& st = *impl_;
+  st.check_row(i, st.samples, "sample");
+  CVX_CHECK_AS(ConfigError, st.images.valid(), "latent store ", st.path.string(),
+               " holds no conditioning images (made for variant ", quote(st.header.variant), ")");
+  return st.read_tensor_as(st.images, "/images/pixels", H5T_NATIVE_UINT8, torch::kUInt8, i, st.image_shape());
+}
+
 torch::Tensor LatentStore::read_prompt(int64_t p) const {
   const Impl& st = *impl_;
   st.check_row(p, st.prompts, "prompt");
@@ -677,10 +719,12 @@ std::vector<PromptEntry> LatentStore::prompts() const {
 void print_store(const fs::path& path) {
   const LatentStore store = LatentStore::open(path, MPI_COMM_SELF, /*read_only=*/true);
   const auto& options = store.options();
-  std::printf("%s: cvx latent store, %lld samples, %lld prompts, latents %s, embeddings %s%s, gzip %d\n",
-              path.c_str(), static_cast<long long>(store.num_samples()), static_cast<long long>(store.num_prompts()),
+  std::printf("%s: cvx latent store (format %lld), %lld samples, %lld prompts, latents %s, embeddings %s%s%s, gzip %d\n",
+              path.c_str(), static_cast<long long>(store.header().format_version),
+              static_cast<long long>(store.num_samples()), static_cast<long long>(store.num_prompts()),
               dtype_name(options.latent_dtype), dtype_name(options.embedding_dtype),
-              options.image_latents ? ", image latents" : "", options.gzip_level);
+              options.image_latents ? ", image latents" : "", options.images ? ", images uint8" : "",
+              options.gzip_level);
   for (const auto& [name, value] : store_header_fields(store.header())) std::printf("  %s = %s\n", name.c_str(), value.c_str());
   const auto entries = store.index();
   size_t done = 0, bad = 0;

@@ -106,9 +106,9 @@ StoreBatch StoreReader::read_batch(const std::vector<int64_t>& rows, const Store
   CVX_CHECK_AS(ConfigError, !options.image_moments || stored.image_latents, st.where(),
                " has no image latents (made for variant ", quote(header().variant),
                "); an I2V run needs a store precomputed with an I2V model");
-  CVX_CHECK_AS(ConfigError, !options.images, st.where(),
-               " holds no conditioning images; rebuild it with `cvx_precompute --config CONFIG "
-               "--precompute.overwrite true`");
+  CVX_CHECK_AS(ConfigError, !options.images || stored.images, st.where(),
+               " holds no conditioning images (made for variant ", quote(header().variant),
+               "); an I2V run needs a store precomputed with an I2V model");
 
   const auto& s = header().latent_shape;
   const auto b = static_cast<int64_t>(rows.size());
@@ -118,11 +118,13 @@ StoreBatch StoreReader::read_batch(const std::vector<int64_t>& rows, const Store
   batch.moments = torch::empty({b, 2 * s[0], s[1], s[2], s[3]}, f32);  // [B, 2C, F', h, w]
   if (options.image_moments) batch.image_moments = torch::empty({b, 2 * s[0], 1, s[2], s[3]}, f32);
   if (options.prompt_embeds) batch.prompt_embeds = torch::empty({b, header().max_text_length, header().text_embed_dim}, f32);
+  if (options.images) batch.images = torch::empty({b, 3, header().height, header().width}, torch::kUInt8);
   // One read per row: a row is one chunk, so a contiguous-run read would touch the same chunks.
   for (int64_t k = 0; k < b; ++k) {
     const int64_t r = rows[static_cast<size_t>(k)];
     batch.moments[k].copy_(st.store.read_moments(r));
     if (options.image_moments) batch.image_moments[k].copy_(st.store.read_image_moments(r));
+    if (options.images) batch.images[k].copy_(st.store.read_image(r));
     if (options.prompt_embeds) batch.prompt_embeds[k].copy_(st.prompt(st.prompt_row[static_cast<size_t>(r)]));
   }
   return batch;

@@ -107,6 +107,7 @@ int run_precompute(const AppContext& ctx, const ModelConfig& model, const DataCo
   store_options.latent_dtype = store_dtype(config.latent_dtype);
   store_options.embedding_dtype = store_dtype(config.embedding_dtype);
   store_options.image_latents = i2v;
+  store_options.images = i2v;
 
   const bool exists = fs::exists(data.store);
   std::optional<LatentStore> store;
@@ -212,7 +213,7 @@ int run_precompute(const AppContext& ctx, const ModelConfig& model, const DataCo
         const auto video =
             to_vae_input(d.frames, resolution.height, resolution.width, resize, &crop_rng, &vae_input).to(device);
         const auto moments = vae->encode_moments(video)[0].to(torch::kCPU);  // [2C, F', H', W']
-        torch::Tensor image_moments;
+        torch::Tensor image_moments, image;
         if (i2v) {
           // The first-frame image: images.txt when given (resized straight to HxW, as the official
           // scheme does), else the first frame of the clip as encoded, so it has the clip's crop.
@@ -221,8 +222,11 @@ int run_precompute(const AppContext& ctx, const ModelConfig& model, const DataCo
                                                .to(device)
                                          : video.narrow(2, 0, 1);
           image_moments = vae->encode_moments(input)[0].to(torch::kCPU);
+          // The pixels the trainer noises and encodes every step: exact for a video's first frame
+          // (decoded uint8), the bilinear resize of an images.txt picture rounded to uint8.
+          image = ((input[0].select(1, 0).to(torch::kCPU) + 1.0) * 127.5).round_().clamp_(0, 255).to(torch::kUInt8);
         }
-        store->write_sample(i, moments, image_moments);
+        store->write_sample(i, moments, image_moments, image);
         store->mark_done(i, static_cast<int32_t>(d.decoded_frames));
         ++local_done;
         // Test hook: a rank dying mid-run (as if killed) after this many samples.

@@ -156,9 +156,10 @@ TEST(PrecomputeE2E, ResumesAfterARankDiesAndRefusesAMismatchedStore) {
   EXPECT_EQ(overwritten.rfind("0\n", 0), 0u) << overwritten;
 }
 
-// I2V: the image latents of each sample are the first frame of the clip as encoded (same crop),
-// or the images.txt image resized straight to HxW; two ranks, aspect-changing center_crop.
-TEST(PrecomputeE2E, ImageToVideoStoresTheFirstFrameLatents) {
+// I2V: the image latents and the conditioning pixels of each sample are the first frame of the
+// clip as encoded (same crop), or the images.txt image resized straight to HxW; two ranks,
+// aspect-changing center_crop.
+TEST(PrecomputeE2E, ImageToVideoStoresTheFirstFrameLatentsAndPixels) {
   const auto dir = cvx::test::scratch_dir("precompute_i2v");
   std::string out;
   ASSERT_EQ(run_command(cvx::test::shell_quote(built_program("cvx_make_tiny")) + " " +
@@ -200,6 +201,17 @@ TEST(PrecomputeE2E, ImageToVideoStoresTheFirstFrameLatents) {
                                           height, width, cvx::ResizeMode::resize)
                       : video.narrow(2, 0, 1);
       EXPECT_TRUE(torch::equal(vae->encode_moments(image)[0], store.read_image_moments(static_cast<int64_t>(i)))) << i;
+      // The conditioning pixels the trainer encodes every step (image_latents = encode): a clip's
+      // first frame exactly as the VAE saw it; an images.txt picture, its resize rounded to uint8.
+      ASSERT_TRUE(store.options().images);
+      const auto pixels = store.read_image(static_cast<int64_t>(i));  // [3, H, W] uint8
+      const auto seen = pixels.to(torch::kFloat32) / 127.5 - 1.0;
+      const auto encoded = image[0].select(1, 0);  // [3, H, W]
+      if (with_images) {
+        EXPECT_LE((seen - encoded).abs().max().item<double>(), 0.5 / 127.5 + 1e-6) << i;
+      } else {
+        EXPECT_TRUE(torch::equal(seen, encoded)) << i;
+      }
     }
   }
 }

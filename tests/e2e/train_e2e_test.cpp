@@ -260,9 +260,6 @@ TEST(TrainE2E, EveryVariantTrainsTextAndImageToVideo) {
     const auto dir = cvx::test::scratch_dir("train_variant");
     for (const std::string mode : {"encode", "cached"}) {
       if (!f.i2v && mode == "cached") continue;
-      // Not yet: the store does not hold the conditioning images that encode mode noises and encodes
-      // (store format 2, issue #10 open); cvx_train refuses such a store with the rebuild command.
-      if (f.i2v && mode == "encode") continue;
       const TrainRun r = train(f, 2, dir / mode, "--train.train_steps 2 --train.image_latents " + mode);
       ASSERT_EQ(r.rc, 0) << variant << " " << mode << "\n" << r.output;
       ASSERT_EQ(r.metrics.size(), 2u) << variant;

@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "cvx/core/error.h"
+#include "cvx/io/hdf5.h"
 #include "latent_store_test_util.h"
 #include "test_util.h"
 
@@ -138,6 +139,71 @@ TEST(LatentStore, CheckCompatibleNamesEveryDifference) {
   EXPECT_THROW(store.check_compatible(other), cvx::ConfigError);
 }
 
+namespace {
+torch::Tensor test_image(int64_t seed) {
+  const auto& h = cvx::test::small_store_header();
+  return torch::randint(0, 256, {3, h.height, h.width}, at::detail::createCPUGenerator(seed), torch::kInt64)
+      .to(torch::kUInt8);
+}
+
+// Rewrites a store as an older (or newer) cvx would have left it.
+void set_format_version(const fs::path& path, int64_t version, bool drop_images) {
+  cvx::h5::silence_errors();
+  const auto file = cvx::h5::file_id(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT));
+  {
+    const auto group = cvx::h5::group_id(H5Gopen2(file, "/header", H5P_DEFAULT));
+    cvx::h5::write_attribute(group, "format_version", version);
+  }
+  if (drop_images) ASSERT_GE(H5Ldelete(file, "/images", H5P_DEFAULT), 0);
+}
+}  // namespace
+
+TEST(LatentStore, I2vStoreKeepsConditioningImagesAsUint8) {
+  cvx::LatentStoreOptions options;
+  options.image_latents = true;
+  options.images = true;
+  const fs::path path = make_store("latent_store_images", options);
+  {
+    auto store = cvx::LatentStore::open(path, MPI_COMM_SELF, false);
+    const auto moments = store_test_tensor(kMoments, 1, torch::kBFloat16);
+    const auto image_moments = store_test_tensor(kImage, 2, torch::kBFloat16);
+    store.write_sample(3, moments, image_moments, test_image(3));
+    EXPECT_THROW(store.write_sample(2, moments, image_moments), cvx::ConfigError);  // the image is missing
+    EXPECT_THROW(store.write_sample(2, moments, image_moments, test_image(2).to(torch::kFloat32)), cvx::ConfigError);
+    EXPECT_THROW(store.write_sample(2, moments, image_moments, test_image(2).narrow(1, 0, 8)), cvx::ConfigError);
+  }
+  const auto store = cvx::LatentStore::open(path, MPI_COMM_SELF);
+  EXPECT_TRUE(store.options().images);
+  EXPECT_EQ(store.header().format_version, cvx::kStoreFormatVersion);
+  EXPECT_TRUE(torch::equal(store.read_image(3), test_image(3)));
+  EXPECT_THROW(cvx::LatentStore::open(make_store("latent_store_no_images", {}), MPI_COMM_SELF).read_image(0),
+               cvx::ConfigError);
+}
+
+// Format 2 only added /images to I2V stores: a T2V store of format 1 reads as it is, an I2V store of
+// format 1 is refused with the command that rebuilds it, a store from a newer cvx is refused.
+TEST(LatentStore, OlderFormatsReadOrRefusedWithTheRebuildCommand) {
+  const fs::path t2v = make_store("latent_store_v1_t2v", {});
+  set_format_version(t2v, 1, false);
+  EXPECT_EQ(cvx::LatentStore::open(t2v, MPI_COMM_SELF).header().format_version, 1);
+
+  cvx::LatentStoreOptions options;
+  options.image_latents = true;
+  options.images = true;
+  const fs::path i2v = make_store("latent_store_v1_i2v", options);
+  set_format_version(i2v, 1, true);
+  const std::string text = error_text([&] { cvx::LatentStore::open(i2v, MPI_COMM_SELF); });
+  for (const char* part : {"format version 1", "no conditioning images", "cvx_precompute --config CONFIG",
+                           "--precompute.overwrite true", i2v.c_str()}) {
+    EXPECT_NE(text.find(part), std::string::npos) << part << " not in: " << text;
+  }
+  EXPECT_THROW(cvx::LatentStore::open(i2v, MPI_COMM_SELF), cvx::FormatError);
+
+  const fs::path newer = make_store("latent_store_v3", {});
+  set_format_version(newer, cvx::kStoreFormatVersion + 1, false);
+  EXPECT_NE(error_text([&] { cvx::LatentStore::open(newer, MPI_COMM_SELF); }).find("newer cvx"), std::string::npos);
+}
+
 TEST(LatentStore, RefusesFilesThatAreNotStores) {
   const fs::path dir = cvx::test::scratch_dir("latent_store_bad");
   std::ofstream(dir / "junk.h5") << "not hdf5 at all";
@@ -164,7 +230,7 @@ TEST(LatentStore, InspectPrintsHeaderAndTable) {
   std::string output;
   ASSERT_EQ(cvx::test::run_command(cvx::test::built_program("cvx_inspect").string() + " " + path.string(), &output), 0)
       << output;
-  for (const char* part : {"cvx latent store, 5 samples", "model_fingerprint = \"fp-0123456789abcdef\"",
+  for (const char* part : {"cvx latent store (format 2), 5 samples", "model_fingerprint = \"fp-0123456789abcdef\"",
                            "videos/clip_1_long_name.mp4  # too short", "1 bad, 4 pending"}) {
     EXPECT_NE(output.find(part), std::string::npos) << part << " not in:\n" << output;
   }

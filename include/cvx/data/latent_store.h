@@ -2,10 +2,13 @@
 // and training reads. It holds VAE posterior moments per sample, prompt embeddings deduplicated by
 // prompt, and an index table with per-sample status flags, so a killed job resumes where it stopped.
 //
-// Layout (format version 1):
+// Layout (format version 2; version 1 = the same without /images, read only for T2V stores):
 //   /header                 group; attributes = StoreHeader (see write/read in latent_store.cpp)
 //   /latents/moments        [N, 2C, F', H', W']  mean ++ logvar; float32, or bf16 bits as uint16
-//   /latents/image_moments  [N, 2C, 1, H', W']   I2V only (same dtype)
+//   /latents/image_moments  [N, 2C, 1, H', W']   I2V only (same dtype): the clean first frame
+//   /images/pixels          [N, 3, H, W] uint8    I2V only: the conditioning image at the training
+//                                                 size, as the VAE saw it (the trainer noises and
+//                                                 encodes it every step, as the official one does)
 //   /prompts/embeddings     [P, L, D]            float32, or bf16 bits as uint16
 //   /prompts/text           [P] fixed-size string;  /prompts/hash [P] uint64 (FNV-1a of the text)
 //   /prompts/status         [P] uint8 (0 pending, 1 done)
@@ -40,6 +43,7 @@ struct LatentStoreOptions {
   StoreDtype latent_dtype = StoreDtype::kBFloat16;
   StoreDtype embedding_dtype = StoreDtype::kBFloat16;
   bool image_latents = false;  // I2V: also /latents/image_moments
+  bool images = false;         // I2V: also /images/pixels
   // gzip level 1..9 for the latent and embedding data sets, 0 = none. Parallel HDF5 writes filtered
   // data sets only collectively, but the store's writes are independent: refused with more than one
   // rank (a ConfigError), allowed for single-process stores.
@@ -91,8 +95,10 @@ class LatentStore {
   void check_compatible(const StoreHeader& requested) const;
 
   // Independent writes. Tensors are converted to the store's dtype; shapes are checked.
-  // moments: [2C, F', H', W'];  image_moments: [2C, 1, H', W'] (I2V stores only).
-  void write_sample(int64_t i, const torch::Tensor& moments, const torch::Tensor& image_moments = {});
+  // moments: [2C, F', H', W'];  image_moments: [2C, 1, H', W'];  image: [3, H, W] uint8 (I2V stores only:
+  // each given exactly when the store holds it).
+  void write_sample(int64_t i, const torch::Tensor& moments, const torch::Tensor& image_moments = {},
+                    const torch::Tensor& image = {});
   // embedding: [L, D]; also sets the prompt's done flag, after the data is on disk.
   void write_prompt(int64_t p, const torch::Tensor& embedding);
   // Sets the status once this rank's data is on disk (HDF5 flushed with one rank, then fdatasync;
@@ -111,6 +117,7 @@ class LatentStore {
   // Reads, as stored: float32 or bf16 tensors.
   torch::Tensor read_moments(int64_t i) const;        // [2C, F', H', W']
   torch::Tensor read_image_moments(int64_t i) const;  // [2C, 1, H', W']
+  torch::Tensor read_image(int64_t i) const;          // [3, H, W] uint8
   torch::Tensor read_prompt(int64_t p) const;         // [L, D]
   std::vector<SampleEntry> index() const;
   std::vector<PromptEntry> prompts() const;

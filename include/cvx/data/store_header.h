@@ -16,7 +16,8 @@
 namespace cvx {
 
 // The store layout this cvx writes and reads (see latent_store.h).
-constexpr int64_t kStoreFormatVersion = 1;
+// 2: I2V stores hold the conditioning images (/images/pixels).
+constexpr int64_t kStoreFormatVersion = 2;
 
 // LatentStore::check_compatible() compares everything but format_version (checked on open),
 // model_path (a moved model folder is the same model: the fingerprint decides) and cvx_version.

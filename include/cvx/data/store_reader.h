@@ -23,7 +23,7 @@ namespace cvx {
 struct StoreReadOptions {
   bool prompt_embeds = true;
   bool image_moments = false;  // I2V stores
-  bool images = false;         // I2V stores of format 2: the conditioning images as uint8
+  bool images = false;         // I2V stores: the conditioning images as uint8
 };
 
 struct StoreBatch {
