@@ -21,4 +21,13 @@ std::string format_bytes(uint64_t bytes, int decimals) {
   return buffer;
 }
 
+std::string grouped_digits(int64_t n) {
+  std::string digits = std::to_string(n < 0 ? -n : n), out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return n < 0 ? "-" + out : out;
+}
+
 }  // namespace cvx

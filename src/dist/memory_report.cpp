@@ -3,26 +3,15 @@
 #include <cstdio>
 #include <sstream>
 
+#include "cvx/core/format_bytes.h"
+
 namespace cvx {
-namespace {
-
-// 5570000000 -> "5,570,000,000"
-std::string grouped(int64_t n) {
-  std::string digits = std::to_string(n < 0 ? -n : n), out;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
-    out += digits[i];
-  }
-  return n < 0 ? "-" + out : out;
-}
-
-}  // namespace
 
 std::vector<MemoryLine> engine_memory_lines(const EngineMemory& m, const FsdpOptions& options) {
   const bool sharded = m.strategy != ShardingStrategy::none && m.world_size > 1;
   const std::string n = sharded ? std::to_string(m.world_size) : "1";
   const std::string c = std::to_string(m.compute_bytes), r = std::to_string(m.reduce_bytes);
-  const std::string pf = grouped(m.frozen_padded), pt = grouped(m.trainable_padded);
+  const std::string pf = grouped_digits(m.frozen_padded), pt = grouped_digits(m.trainable_padded);
   std::vector<MemoryLine> lines;
   lines.push_back({"frozen shards", c + " B x Ψf / N = " + c + " x " + pf + " / " + n, m.frozen_shards});
   if (m.trainable_shards > 0)
@@ -31,20 +20,20 @@ std::vector<MemoryLine> engine_memory_lines(const EngineMemory& m, const FsdpOpt
   lines.push_back({"gradient shards (" + m.reduce_dtype + ")", r + " B x Ψt / N = " + r + " x " + pt + " / " + n, m.grads});
   lines.push_back({"AdamW moments", "8 B x Ψt / N = 8 x " + pt + " / " + n, m.optimizer});
   if (sharded) {
-    lines.push_back({"persistent units, gathered", c + " B x R = " + c + " x " + grouped(m.persistent_padded), m.persistent_full});
+    lines.push_back({"persistent units, gathered", c + " B x R = " + c + " x " + grouped_digits(m.persistent_padded), m.persistent_full});
     if (m.strategy == ShardingStrategy::full) {
       const std::string k = options.prefetch ? "2" : "1";
       lines.push_back({"gathered units (" + m.largest_unit + (options.prefetch ? " + prefetch)" : ")"),
-                       k + " x " + c + " B x U = " + k + " x " + c + " x " + grouped(m.largest_unit_padded),
+                       k + " x " + c + " B x U = " + k + " x " + c + " x " + grouped_digits(m.largest_unit_padded),
                        m.unsharded_peak});
     } else {
-      lines.push_back({"gathered units (all, ZeRO-2)", c + " B x ΣU = " + c + " x " + grouped(m.runner_units_padded),
+      lines.push_back({"gathered units (all, ZeRO-2)", c + " B x ΣU = " + c + " x " + grouped_digits(m.runner_units_padded),
                        m.unsharded_peak});
     }
   }
   const std::string k = std::to_string(options.max_pending_reductions + 1);
   lines.push_back({"gradient buffers in flight",
-                   k + " x " + r + " B x Ut = " + k + " x " + r + " x " + grouped(m.largest_unit_trainable_padded),
+                   k + " x " + r + " B x Ut = " + k + " x " + r + " x " + grouped_digits(m.largest_unit_trainable_padded),
                    m.gradient_buffers});
   return lines;
 }
@@ -57,10 +46,10 @@ std::string format_memory_report(const EngineMemory& m, const FsdpOptions& optio
                                                                       : "replicated";
   os << "memory per rank: world N = " << m.world_size << ", sharding " << sharding_strategy_name(m.strategy) << " ("
      << zero << "), compute " << m.compute_dtype << ", gradients reduced in " << m.reduce_dtype
-     << "\n  Ψf = " << grouped(m.frozen_padded) << " frozen elements (" << grouped(m.num_frozen)
-     << " unpadded), Ψt = " << grouped(m.trainable_padded) << " trainable (" << grouped(m.num_trainable)
-     << " unpadded), largest unit U = " << grouped(m.largest_unit_padded) << " (" << m.largest_unit
-     << "), persistent R = " << grouped(m.persistent_padded) << "\n";
+     << "\n  Ψf = " << grouped_digits(m.frozen_padded) << " frozen elements (" << grouped_digits(m.num_frozen)
+     << " unpadded), Ψt = " << grouped_digits(m.trainable_padded) << " trainable (" << grouped_digits(m.num_trainable)
+     << " unpadded), largest unit U = " << grouped_digits(m.largest_unit_padded) << " (" << m.largest_unit
+     << "), persistent R = " << grouped_digits(m.persistent_padded) << "\n";
   uint64_t total = 0;
   auto print = [&](const MemoryLine& line) {
     char row[256];

@@ -254,8 +254,12 @@ void TrainingJob::build_model() {
     load.prefix = "encoder.";
     load_state(*vae_->encoder, *vae_folder.weights, load);
     vae_->eval();
+    // As the official trainer prepares its VAE (enable_slicing / enable_tiling, both on by default).
+    if (t_.enable_tiling) vae_->enable_tiling();
+    if (t_.enable_slicing) vae_->enable_slicing();
     CVX_INFO << "I2V: image latents encoded every step (noised first frame, VAE encoder resident in "
-             << (t_.mixed_precision == "no" ? "fp32" : t_.mixed_precision) << ", image latents "
+             << (t_.mixed_precision == "no" ? "fp32" : t_.mixed_precision) << (t_.enable_tiling ? ", tiled" : "")
+             << ", image latents "
              << (scale == "divide" ? "divided by" : "multiplied by") << " the scaling factor)";
   } else if (loss_options_.i2v) {
     CVX_INFO << "I2V: cached image latents from the store (clean first frame; deviates from the official recipe)";

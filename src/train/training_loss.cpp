@@ -57,7 +57,20 @@ torch::Tensor image_latents_of(const LossInputs& inputs, const LossDraws& draws,
     const auto sigma = per_sample(draws.image_noise_sigma.to(device, torch::kFloat32));
     const auto noisy_images = images + draws.image_noise.to(device, torch::kFloat32) * sigma;
     torch::NoGradGuard no_grad;  // the VAE is frozen
-    const auto moments = (*vae)->encode_moments(noisy_images.to((*vae)->dtype()));
+    torch::Tensor moments;
+    try {
+      moments = (*vae)->encode_moments(noisy_images.to((*vae)->dtype()));
+    } catch (const c10::Error& e) {
+      // Tiles of a model with a small sample size (tiny test models) can leave edge tiles smaller
+      // than the encoder's downsampling; say which setting is involved.
+      const auto tile = (*vae)->encode_tile_geometry();
+      CVX_THROW("VAE encode of the I2V conditioning images ", shape_string(noisy_images.sizes()), " failed",
+                (*vae)->tiling_enabled() ? detail::concat(" (tiled: tiles of ", tile.tile_height, "x", tile.tile_width,
+                                                         " px every ", tile.stride_height, "x", tile.stride_width,
+                                                         " px; [train] enable_tiling = false encodes whole frames)")
+                                         : std::string(),
+                ": ", e.what_without_backtrace());
+    }
     posterior = LatentDistribution::from_moments(moments.to(torch::kFloat32));
   } else {
     check_shape(inputs.image_moments, "image_moments", {batch, 2 * channels, 1, height, width});

@@ -8,6 +8,7 @@
 #include "cvx/core/tensor_storage.h"
 #include "cvx/io/model_folder.h"
 #include "cvx/model/transformer.h"
+#include "cvx/model/vae.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -156,6 +157,24 @@ TEST(TrainDryRun, Zero2KeepsEveryBlockGathered) {
   ASSERT_TRUE(all && two);
   EXPECT_NEAR(all->bytes / two->bytes, 42.0 / 2, 1.0);  // every one of the 42 blocks vs two at a time
   EXPECT_EQ(find(l2, "frozen shards")->bytes, find(l3, "frozen shards")->bytes);
+}
+
+// I2V with the official per-step image encode: every rank also keeps the VAE encoder, in the compute
+// dtype; with cached image latents it does not.
+TEST(TrainDryRun, ImageToVideoEncodeModeCountsTheVaeEncoder) {
+  const std::string out = dry_run("cogvideox1.5_5b_lora_i2v.ini", "");
+  const auto lines = parse_report(out);
+  expect_figures_match_formulas(lines);
+  const auto* encoder = find(lines, "I2V VAE encoder");
+  ASSERT_NE(encoder, nullptr) << out;
+  cvx::AutoencoderKLCogVideoX vae(cvx::vae_preset("1.5-i2v"), cvx::ModuleInit::unmaterialized(torch::kBFloat16));
+  int64_t numel = 0;
+  for (const auto& [name, t] : cvx::module_state(*vae->encoder)) numel += t.numel();
+  EXPECT_NEAR(encoder->bytes, 2.0 * numel, 0.005 * encoder->bytes);  // bf16
+  EXPECT_EQ(find(parse_report(dry_run("cogvideox1.5_5b_lora_i2v.ini", "--train.image_latents cached")),
+                 "I2V VAE encoder"),
+            nullptr);
+  EXPECT_EQ(find(parse_report(dry_run("cogvideox1.5_5b_lora_t2v.ini", "")), "I2V VAE encoder"), nullptr);
 }
 
 TEST(TrainDryRun, SimulatedWorldWithoutDryRunIsRefused) {

@@ -30,6 +30,11 @@ FsdpOptions engine_options(const TrainRunConfig& config);
 std::vector<MemoryLine> activation_estimate(const TransformerConfig& config, const Resolution& resolution,
                                             int64_t batch_size, bool checkpointing, int compute_bytes);
 
+// I2V with image_latents = encode: the VAE encoder every rank keeps (unsharded, compute dtype;
+// from [model] path's vae/config.json, or the transformer variant's VAE preset). Its per-step
+// encode is transient and bounded by [train] enable_tiling (bench/i2v_encoder_cpu.sh).
+MemoryLine i2v_encoder_line(const TrainRunConfig& config, const TransformerConfig& transformer, torch::Dtype dtype);
+
 // The report for `world_size` ranks, as rank 0 prints it.
 std::string plan_memory_report(const TrainRunConfig& config, int world_size);
 

@@ -37,6 +37,8 @@ struct TrainConfig {
   std::string image_latents = "encode";    // I2V: noise + VAE-encode the first frame every step (official)
   std::string image_latent_scale = "auto";  // auto: as cvx_generate / diffusers feed it when sampling
   double noised_image_dropout = 0.0;
+  bool enable_tiling = true;   // I2V encode: the VAE encoder tiles large frames (official default)
+  bool enable_slicing = true;  // I2V encode: one image of the batch at a time (official default)
   bool precompute_if_missing = false;
   int64_t prefetch_batches = 2;
   double peak_tflops = 0;  // 0: the device's bf16 dense peak when known (MFU), else no MFU
@@ -84,6 +86,11 @@ struct TrainConfig {
              "the official trainer always multiplies)");
     v("noised_image_dropout", noised_image_dropout,
       "I2V: probability that a sample's image latents are zeroed (image-condition dropout; official: 0)");
+    v("enable_tiling", enable_tiling,
+      "I2V encode: the VAE encoder cuts frames larger than half its sample size into overlapping tiles "
+      "(diffusers' enable_tiling; the official trainer's default; bounds the encode's memory at 768x1360)");
+    v("enable_slicing", enable_slicing,
+      "I2V encode: encode the batch's images one at a time (same result, less memory; official default)");
     v("precompute_if_missing", precompute_if_missing,
       "run the precompute (same config) when [data] store does not exist, instead of failing");
     v("prefetch_batches", prefetch_batches, "batches a reader thread reads ahead of the step");
