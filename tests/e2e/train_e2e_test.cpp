@@ -219,6 +219,26 @@ TEST(TrainE2E, LoraAndSftGiveTheSameLossesOnOneTwoAndFourRanksForTheSameGlobalBa
   }
 }
 
+// I2V with the per-step image encode: each rank reads its samples' conditioning images from the
+// store and draws their image noise from the samples' own generators, so 1 and 2 ranks agree (same
+// tolerance and reason as above).
+TEST(TrainE2E, ImageToVideoEncodeGivesTheSameLossesOnOneAndTwoRanks) {
+  const Fixture& f = fixture("5b-i2v");
+  const auto dir = cvx::test::scratch_dir("train_world_sizes_i2v");
+  std::map<int, TrainRun> runs;
+  for (const int np : {1, 2}) {
+    runs[np] = train(f, np, dir / std::to_string(np),
+                     "--train.train_steps 3 --train.enable_tiling false --train.batch_size " + std::to_string(2 / np));
+    ASSERT_EQ(runs[np].rc, 0) << runs[np].output;
+    ASSERT_EQ(runs[np].metrics.size(), 3u);
+    EXPECT_NE(runs[np].output.find("encoded every step"), std::string::npos) << runs[np].output;
+  }
+  for (size_t s = 0; s < 3; ++s) {
+    const double a = runs[1].metrics[s]["loss"].get<double>(), b = runs[2].metrics[s]["loss"].get<double>();
+    EXPECT_NEAR(b, a, 1e-4 * std::abs(a)) << "step " << s + 1;
+  }
+}
+
 TEST(TrainE2E, SftExportIsADiffusersTransformerFolderEqualToTheTrainedWeights) {
   const Fixture& f = fixture("1.5-t2v");
   const auto dir = cvx::test::scratch_dir("train_sft_export");
