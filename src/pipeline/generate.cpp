@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "cvx/core/dtype_name.h"
 #include "cvx/core/error.h"
 #include "cvx/core/log.h"
 #include "cvx/data/dataset_lists.h"
@@ -15,12 +16,6 @@ namespace cvx {
 namespace fs = std::filesystem;
 
 namespace {
-
-torch::Dtype parse_dtype(const std::string& name) {
-  if (name == "bf16") return torch::kBFloat16;
-  if (name == "fp16") return torch::kFloat16;
-  return torch::kFloat32;
-}
 
 std::vector<std::string> list_or_single(const std::string& single, const std::string& list_file) {
   if (!single.empty()) return {single};
@@ -55,7 +50,7 @@ int run_generate(const AppContext& ctx, const GenerateConfig& config) {
   // Fail before the (slow) model load on inputs that cannot work.
   for (const auto& image : images)
     CVX_CHECK_AS(ConfigError, fs::exists(image), "image ", image, " does not exist");
-  const auto dtype = parse_dtype(config.dtype);
+  const auto dtype = parse_dtype(config.dtype, "dtype");
   // The VAE stays in fp32 on the CPU (no fast bf16 convolutions there); bf16 on GPUs.
   const torch::Device device = rank_device(*ctx.mpi);
   const bool cuda = device.is_cuda();

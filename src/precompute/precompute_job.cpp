@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "cvx/core/checked_call.h"
+#include "cvx/core/dtype_name.h"
 #include "cvx/core/log.h"
 #include "cvx/data/dataset_lists.h"
 #include "cvx/data/frame_sampler.h"
@@ -40,7 +41,12 @@ std::vector<int64_t> broadcast_rows(std::vector<int64_t> rows, MPI_Comm comm) {
   return rows;
 }
 
-StoreDtype store_dtype(const std::string& name) { return name == "bf16" ? StoreDtype::kBFloat16 : StoreDtype::kFloat32; }
+// The store holds fp32, or bf16 as its bit pattern (uint16).
+StoreDtype store_dtype(const std::string& name, const std::string& where) {
+  const torch::Dtype dtype = parse_dtype(name, where);
+  CVX_CHECK_AS(ConfigError, dtype != torch::kFloat16, where, ": the store holds fp32 or bf16, not ", name);
+  return dtype == torch::kBFloat16 ? StoreDtype::kBFloat16 : StoreDtype::kFloat32;
+}
 
 }  // namespace
 
@@ -104,8 +110,8 @@ int run_precompute(const AppContext& ctx, const ModelConfig& model, const DataCo
     samples.push_back(s);
   }
   LatentStoreOptions store_options;
-  store_options.latent_dtype = store_dtype(config.latent_dtype);
-  store_options.embedding_dtype = store_dtype(config.embedding_dtype);
+  store_options.latent_dtype = store_dtype(config.latent_dtype, "[precompute] latent_dtype");
+  store_options.embedding_dtype = store_dtype(config.embedding_dtype, "[precompute] embedding_dtype");
   store_options.image_latents = i2v;
   store_options.images = i2v;
 

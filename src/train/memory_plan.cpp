@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "cvx/core/dtype_name.h"
 #include "cvx/dist/fake_communicator.h"
 #include "cvx/io/model_folder.h"
 #include "cvx/model/lora.h"
@@ -23,19 +24,11 @@ TransformerConfig resolve_transformer_config(const ModelConfig& model, std::stri
   return transformer_preset(model.variant);
 }
 
-namespace {
-torch::Dtype compute_dtype(const std::string& mixed_precision) {
-  if (mixed_precision == "bf16") return torch::kBFloat16;
-  if (mixed_precision == "fp16") return torch::kFloat16;
-  return torch::kFloat32;
-}
-}  // namespace
-
 FsdpOptions engine_options(const TrainRunConfig& config) {
   FsdpOptions o;
   o.strategy = parse_sharding_strategy(config.parallel.resolved_sharding());
-  o.precision.param_dtype = compute_dtype(config.train.mixed_precision);
-  o.precision.reduce_dtype = config.parallel.reduce_dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32;
+  o.precision.param_dtype = parse_mixed_precision(config.train.mixed_precision, "[train] mixed_precision");
+  o.precision.reduce_dtype = parse_dtype(config.parallel.reduce_dtype, "[parallel] reduce_dtype");
   o.recompute = config.train.gradient_checkpointing;
   o.prefetch = config.parallel.prefetch;
   return o;
