@@ -10,6 +10,7 @@
 #include "cvx/data/image_io.h"
 #include "cvx/data/video_writer.h"
 #include "cvx/model/lora.h"
+#include "cvx/model/model_variant.h"
 #include "cvx/pipeline/video_pipeline.h"
 
 namespace cvx {
@@ -59,7 +60,7 @@ int run_generate(const AppContext& ctx, const GenerateConfig& config) {
   if (config.vae_tiling) pipeline.vae->enable_tiling();
   // auto: DPM for the 5b-class models and DDIM for 2b, as the official demo samples them.
   const bool dpm = config.scheduler == "dpm" ||
-                   (config.scheduler == "auto" && pipeline.transformer->config.variant() != "2b");
+                   (config.scheduler == "auto" && pipeline.transformer->config.variant() != kVariant2b);
   pipeline.scheduler_config.class_name = dpm ? "CogVideoXDPMScheduler" : "CogVideoXDDIMScheduler";
   pipeline.scheduler_config.timestep_spacing = "trailing";
   if (!config.lora_path.empty()) {

@@ -6,6 +6,7 @@
 #include "cvx/dist/fake_communicator.h"
 #include "cvx/io/model_folder.h"
 #include "cvx/model/lora.h"
+#include "cvx/model/model_variant.h"
 #include "cvx/model/transformer.h"
 
 namespace cvx {
@@ -19,7 +20,7 @@ TransformerConfig resolve_transformer_config(const ModelConfig& model, std::stri
   }
   CVX_CHECK_AS(ConfigError, model.variant != "auto", "[model] path ", quote(model.path),
                " has no transformer/config.json and variant = auto: give the model folder, or set [model] variant (",
-               "2b, 5b, 5b-i2v, 1.5-t2v, 1.5-i2v) to plan with the released configuration");
+               released_variant_list(), ") to plan with the released configuration");
   if (source) *source = "the " + model.variant + " preset (no model folder at " + model.path + ")";
   return transformer_preset(model.variant);
 }

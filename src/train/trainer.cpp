@@ -34,6 +34,7 @@
 #include "cvx/io/model_folder.h"
 #include "cvx/io/safetensors.h"
 #include "cvx/model/lora.h"
+#include "cvx/model/model_variant.h"
 #include "cvx/model/transformer.h"
 #include "cvx/model/vae.h"
 #include "cvx/precompute/precompute_job.h"
@@ -222,7 +223,7 @@ void TrainingJob::build_model() {
 
   // The noise schedule the model was trained with (the official trainer loads scheduler/).
   const fs::path scheduler_file = model_path / "scheduler" / "scheduler_config.json";
-  SchedulerConfig scheduler_config = tc_.variant() == "2b" ? scheduler_config_2b() : scheduler_config_5b();
+  SchedulerConfig scheduler_config = tc_.variant() == kVariant2b ? scheduler_config_2b() : scheduler_config_5b();
   if (fs::exists(scheduler_file)) scheduler_config = SchedulerConfig::from_json(read_json_file(scheduler_file), scheduler_file.string());
   noise_scheduler_ = std::make_unique<CogVideoXScheduler>(scheduler_config);
 
