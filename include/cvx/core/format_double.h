@@ -5,8 +5,7 @@
 namespace cvx {
 
 // The shortest "%g" rendering that reads back (strtod) to exactly `value`: "0.1", "2e-05", "64",
-// "0.30000000000000004". Round numbers with fewer significant digits than integer digits take the
-// exponent form ("1e+02" for 100), as %g does; LoRA files carry this text, so it stays byte-stable.
+// "0.30000000000000004"; whole numbers below 1e16 in plain digits ("100", not %g's "1e+02").
 std::string format_double(double value);
 
 }  // namespace cvx
