@@ -15,6 +15,7 @@
 #include "cvx/dist/mpi_communicator.h"
 #include "cvx/dist/sharded_adamw.h"
 #include "cvx/model/lora.h"
+#include "cvx/model/model_variant.h"
 #include "cvx/model/transformer.h"
 
 namespace {
@@ -33,7 +34,7 @@ int main(int argc, char** argv) {
   const int64_t width = argc > 4 ? std::atoll(argv[4]) : 512;
   torch::set_num_threads(std::max(1, 2 / world.size));  // this VM's 2 cores shared by the ranks
 
-  cvx::TransformerConfig c = cvx::tiny_transformer("5b");
+  cvx::TransformerConfig c = cvx::tiny_transformer(cvx::kVariant5b);
   c.num_layers = layers;
   c.num_attention_heads = width / 64;
   c.attention_head_dim = 64;

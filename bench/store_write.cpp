@@ -12,6 +12,7 @@
 #include "cvx/core/checked_call.h"
 #include "cvx/core/mpi_env.h"
 #include "cvx/data/latent_store.h"
+#include "cvx/model/model_variant.h"
 
 int main(int argc, char** argv) {
   const auto& world = cvx::mpi_init(&argc, &argv);
@@ -19,7 +20,7 @@ int main(int argc, char** argv) {
   const int64_t samples = argc > 2 ? std::atoll(argv[2]) : 32;
   // A 1.0-sized sample: moments [32, 13, 60, 90] fp32 = 8.6 MiB.
   cvx::StoreHeader header;
-  header.variant = "5b";
+  header.variant = cvx::kVariant5b;
   header.frames = 49;
   header.height = 480;
   header.width = 720;
@@ -27,7 +28,7 @@ int main(int argc, char** argv) {
   header.frame_sampling = "stride";
   header.resize_mode = "resize";
   header.vae_scaling_factor = 0.7;
-  header.max_text_length = 226;
+  header.max_text_length = cvx::kMaxTextLength;
   header.text_embed_dim = 16;
   std::vector<cvx::SampleEntry> entries(samples);
   for (int64_t i = 0; i < samples; ++i) entries[i].id = i, entries[i].media_path = "v" + std::to_string(i) + ".mp4";

@@ -6,6 +6,7 @@
 
 #include "cvx/io/json_file.h"
 #include "cvx/io/model_folder.h"
+#include "cvx/model/model_variant.h"
 #include "cvx/model/tiny_pipeline.h"
 #include "cvx/model/transformer.h"
 
@@ -15,10 +16,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::filesystem::path dir = argv[1];
-  cvx::write_tiny_pipeline(dir, "5b", 0);
+  cvx::write_tiny_pipeline(dir, cvx::kVariant5b, 0);
   const auto t5 = cvx::read_json_file(dir / "text_encoder" / "config.json");
   torch::manual_seed(0);
-  cvx::TransformerConfig c = cvx::transformer_preset("5b");
+  cvx::TransformerConfig c = cvx::transformer_preset(cvx::kVariant5b);
   c.num_layers = 4;
   c.num_attention_heads = 4;
   c.attention_head_dim = 32;

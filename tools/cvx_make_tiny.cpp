@@ -4,10 +4,11 @@
 #include <string>
 
 #include "cvx/core/error.h"
+#include "cvx/model/model_variant.h"
 #include "cvx/model/tiny_pipeline.h"
 
 int main(int argc, char** argv) {
-  std::string out, variant = "5b";
+  std::string out, variant = cvx::kVariant5b;
   uint64_t seed = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -16,8 +17,9 @@ int main(int argc, char** argv) {
     } else if (arg == "--seed" && i + 1 < argc) {
       seed = std::strtoull(argv[++i], nullptr, 10);
     } else if (arg == "-h" || arg == "--help") {
-      std::printf("usage: cvx_make_tiny OUT_DIR [--variant 2b|5b|5b-i2v|1.5-t2v|1.5-i2v] [--seed N]\n"
-                  "Writes a tiny random CogVideoX model folder (diffusers layout) for demos and tests.\n");
+      std::printf("usage: cvx_make_tiny OUT_DIR [--variant %s] [--seed N]\n"
+                  "Writes a tiny random CogVideoX model folder (diffusers layout) for demos and tests.\n",
+                  cvx::released_variant_list("|").c_str());
       return 0;
     } else if (out.empty() && arg.rfind("--", 0) != 0) {
       out = arg;

@@ -5,6 +5,7 @@
 
 #include "cvx/app/app.h"
 #include "cvx/app/general_config.h"
+#include "cvx/app/program_sections.h"
 #include "cvx/core/log.h"
 #include "cvx/core/options.h"
 #include "cvx/pipeline/generate.h"
@@ -15,7 +16,7 @@ int main(int argc, char** argv) {
     cvx::GenerateConfig config;
     cvx::Options options("cvx_generate", "generate videos from a CogVideoX model (+ LoRA) into mp4 files");
     options.add("", general).add("", config);
-    options.foreign_sections({"model", "data", "precompute", "train", "lora", "parallel", "validation"});
+    cvx::add_foreign_sections(options, ctx.name);
     if (!cvx::parse_and_configure(ctx, options, general)) return 0;
     return cvx::run_generate(ctx, config);
   });

@@ -1,6 +1,7 @@
 // cvx_precompute: encode a video dataset (VAE latents, T5 prompt embeddings) into one HDF5 store.
 #include "cvx/app/app.h"
 #include "cvx/app/general_config.h"
+#include "cvx/app/program_sections.h"
 #include "cvx/core/log.h"
 #include "cvx/core/options.h"
 #include "cvx/data/data_config.h"
@@ -18,8 +19,8 @@ int main(int argc, char** argv) {
     options.add("", general)
         .add("model", model, "the diffusers model whose VAE and T5 encode the data")
         .add("data", data, "dataset, clip geometry, preprocessing, store path")
-        .add("precompute", precompute, "the encoding job")
-        .foreign_sections({"train", "lora", "parallel", "validation", "generate"});
+        .add("precompute", precompute, "the encoding job");
+    cvx::add_foreign_sections(options, ctx.name);
     if (!cvx::parse_and_configure(ctx, options, general)) return 0;
     return cvx::run_precompute(ctx, model, data, precompute);
   });

@@ -1,6 +1,7 @@
 // cvx_train: fine-tune a CogVideoX transformer (LoRA or full) on a precomputed latent store.
 #include "cvx/app/app.h"
 #include "cvx/app/general_config.h"
+#include "cvx/app/program_sections.h"
 #include "cvx/core/options.h"
 #include "cvx/data/data_config.h"
 #include "cvx/dist/parallel_config.h"
@@ -21,8 +22,8 @@ int main(int argc, char** argv) {
         .add("train", run.train, "optimisation, schedule, checkpoints")
         .add("lora", run.lora, "LoRA adapters (training_type = lora)")
         .add("parallel", run.parallel, "distribution over ranks")
-        .add("validation", run.validation, "validation videos during training")
-        .foreign_sections({"precompute", "generate"});
+        .add("validation", run.validation, "validation videos during training");
+    cvx::add_foreign_sections(options, ctx.name);
     if (!cvx::parse_and_configure(ctx, options, general)) return 0;
     run.config_file = options.config_file();
     cvx::open_run_folder(ctx, options, run.train.output_dir);

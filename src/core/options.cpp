@@ -1,5 +1,6 @@
 #include "cvx/core/options.h"
 
+#include "cvx/core/format_double.h"
 #include "cvx/io/atomic_file.h"
 
 #include <boost/program_options.hpp>
@@ -24,16 +25,6 @@ std::string trim(const std::string& s) {
   if (b == std::string::npos) return "";
   const auto e = s.find_last_not_of(" \t\r\n");
   return s.substr(b, e - b + 1);
-}
-
-// Shortest decimal that reads back to the same double, so the saved config reproduces the run.
-std::string format_double(double v) {
-  char buffer[64];
-  for (int precision = 6; precision <= 17; ++precision) {
-    std::snprintf(buffer, sizeof(buffer), "%.*g", precision, v);
-    if (std::strtod(buffer, nullptr) == v) break;
-  }
-  return buffer;
 }
 
 bool parse_bool(const std::string& text) {

@@ -8,6 +8,7 @@
 #include "cvx/core/shape.h"
 #include "cvx/data/latent_store.h"
 #include "cvx/io/json_file.h"
+#include "cvx/model/model_variant.h"
 #include "cvx/model/t5_encoder.h"
 #include "cvx/model/transformer_config.h"
 #include "cvx/model/vae_config.h"
@@ -22,9 +23,6 @@ std::string hex(uint64_t value) {
   os << std::hex << std::setw(16) << std::setfill('0') << value;
   return os.str();
 }
-
-// The prompt encoder pads or truncates every prompt to this many tokens (the official length).
-constexpr int64_t kMaxTextLength = 226;
 
 // Fields that may differ between a store and the run using it (see StoreHeader).
 bool compared_field(const std::string& name) {

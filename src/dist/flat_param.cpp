@@ -2,6 +2,7 @@
 
 #include <map>
 
+#include "cvx/core/dtype_name.h"
 #include "cvx/core/error.h"
 #include "cvx/core/tensor_storage.h"
 
@@ -10,24 +11,11 @@ namespace {
 
 int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
 
-}  // namespace
-
-std::string dtype_name(torch::Dtype dtype) {
-  switch (dtype) {
-    case torch::kFloat32: return "fp32";
-    case torch::kBFloat16: return "bf16";
-    case torch::kFloat16: return "fp16";
-    case torch::kFloat64: return "fp64";
-    default: CVX_THROW("flat parameters hold floating-point tensors only, not ", dtype);
-  }
-}
-
-namespace {
-
-torch::Dtype dtype_from_name(const std::string& name, const std::string& source) {
-  for (const auto dtype : {torch::kFloat32, torch::kBFloat16, torch::kFloat16, torch::kFloat64})
-    if (dtype_name(dtype) == name) return dtype;
-  CVX_THROW_AS(FormatError, source, ": unknown dtype ", quote(name), " (expected fp32, bf16, fp16 or fp64)");
+torch::Dtype layout_dtype(const std::string& name, const std::string& source) {
+  const auto dtype = dtype_from_name(name);
+  CVX_CHECK_AS(FormatError, dtype.has_value(), source, ": unknown dtype ", quote(name),
+               " (expected fp32, bf16, fp16 or fp64)");
+  return *dtype;
 }
 
 }  // namespace
@@ -69,7 +57,7 @@ nlohmann::json FlatLayout::to_json() const {
 FlatLayout FlatLayout::from_json(const nlohmann::json& json, const std::string& source) {
   try {
     FlatLayout layout;
-    layout.dtype = dtype_from_name(json.at("dtype").get<std::string>(), source);
+    layout.dtype = layout_dtype(json.at("dtype").get<std::string>(), source);
     layout.trainable = json.at("trainable").get<bool>();
     layout.world_size = json.at("world_size").get<int>();
     layout.alignment = json.at("alignment").get<int64_t>();

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <set>
 
+#include "cvx/core/dtype_name.h"
 #include "cvx/core/error.h"
 #include "cvx/core/module_lock.h"
 #include "cvx/core/recompute.h"

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "cvx/core/error.h"
+#include "cvx/core/format_double.h"
 #include "cvx/core/log.h"
 #include "cvx/model/lora.h"
 #include "cvx/core/shape.h"
@@ -36,16 +37,6 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 void replace_all(std::string& s, const std::string& from, const std::string& to) {
   for (size_t pos = s.find(from); pos != std::string::npos; pos = s.find(from, pos + to.size()))
     s.replace(pos, from.size(), to);
-}
-
-// Shortest decimal that reads back to the same double.
-std::string format_double(double v) {
-  char buffer[64];
-  for (int precision = 1; precision <= 17; ++precision) {
-    std::snprintf(buffer, sizeof(buffer), "%.*g", precision, v);
-    if (std::strtod(buffer, nullptr) == v) break;
-  }
-  return buffer;
 }
 
 

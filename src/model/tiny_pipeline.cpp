@@ -5,6 +5,7 @@
 #include "cvx/io/atomic_file.h"
 #include "cvx/io/json_file.h"
 #include "cvx/io/model_folder.h"
+#include "cvx/model/model_variant.h"
 #include "cvx/model/prompt_encoder.h"
 #include "cvx/model/vae.h"
 
@@ -41,7 +42,7 @@ void write_tiny_pipeline(const std::filesystem::path& dir, const std::string& va
   index["transformer"] = {"diffusers", "CogVideoXTransformer3DModel"};
   index["vae"] = {"diffusers", "AutoencoderKLCogVideoX"};
   // The released scheduler configurations: 2b shifts the SNR by 3, every 5b-class model by 1.
-  const auto scheduler = variant == "2b" ? scheduler_config_2b() : scheduler_config_5b();
+  const auto scheduler = variant == kVariant2b ? scheduler_config_2b() : scheduler_config_5b();
   std::filesystem::create_directories(dir / "scheduler");
   write_json_file(dir / "scheduler" / "scheduler_config.json", scheduler.to_json());
   index["scheduler"] = {"diffusers", scheduler.class_name};

@@ -2,13 +2,14 @@
 
 #include "cvx/core/error.h"
 #include "cvx/io/json_file.h"
+#include "cvx/model/model_variant.h"
 
 namespace cvx {
 
 std::string TransformerConfig::variant() const {
-  if (patch_size_t) return is_i2v() ? "1.5-i2v" : "1.5-t2v";
-  if (!use_rotary_positional_embeddings) return "2b";
-  return is_i2v() ? "5b-i2v" : "5b";
+  if (patch_size_t) return is_i2v() ? kVariant15I2v : kVariant15T2v;
+  if (!use_rotary_positional_embeddings) return kVariant2b;
+  return is_i2v() ? kVariant5bI2v : kVariant5b;
 }
 
 void TransformerConfig::validate(const std::string& source) const {
@@ -106,12 +107,11 @@ TransformerConfig cogvideox15_5b_i2v() {
 }
 
 TransformerConfig transformer_preset(const std::string& variant) {
-  if (variant == "2b") return cogvideox_2b();
-  if (variant == "5b") return cogvideox_5b();
-  if (variant == "5b-i2v") return cogvideox_5b_i2v();
-  if (variant == "1.5-t2v") return cogvideox15_5b();
-  if (variant == "1.5-i2v") return cogvideox15_5b_i2v();
-  CVX_THROW_AS(ConfigError, "unknown variant '", variant, "' (expected 2b, 5b, 5b-i2v, 1.5-t2v or 1.5-i2v)");
+  check_released_variant(variant);
+  if (variant == kVariant2b) return cogvideox_2b();
+  if (variant == kVariant5b) return cogvideox_5b();
+  if (variant == kVariant5bI2v) return cogvideox_5b_i2v();
+  return variant == kVariant15T2v ? cogvideox15_5b() : cogvideox15_5b_i2v();
 }
 
 TransformerConfig tiny_transformer(const std::string& variant) {

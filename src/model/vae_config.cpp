@@ -2,6 +2,7 @@
 
 #include "cvx/core/error.h"
 #include "cvx/io/json_file.h"
+#include "cvx/model/model_variant.h"
 
 namespace cvx {
 
@@ -96,10 +97,9 @@ VAEConfig cogvideox15_vae() {
 }
 
 VAEConfig vae_preset(const std::string& variant) {
-  if (variant == "2b") return cogvideox_vae_2b();
-  if (variant == "5b" || variant == "5b-i2v") return cogvideox_vae_5b();
-  if (variant == "1.5-t2v" || variant == "1.5-i2v") return cogvideox15_vae();
-  CVX_THROW_AS(ConfigError, "unknown variant '", variant, "' (expected 2b, 5b, 5b-i2v, 1.5-t2v or 1.5-i2v)");
+  check_released_variant(variant);
+  if (variant == kVariant2b) return cogvideox_vae_2b();
+  return is_cogvideox15_variant(variant) ? cogvideox15_vae() : cogvideox_vae_5b();
 }
 
 VAEConfig tiny_vae(const std::string& variant) {

@@ -3,24 +3,20 @@
 #include <chrono>
 #include <cstdio>
 
+#include "cvx/core/dtype_name.h"
 #include "cvx/core/error.h"
 #include "cvx/core/log.h"
 #include "cvx/data/dataset_lists.h"
 #include "cvx/data/image_io.h"
 #include "cvx/data/video_writer.h"
 #include "cvx/model/lora.h"
+#include "cvx/model/model_variant.h"
 #include "cvx/pipeline/video_pipeline.h"
 
 namespace cvx {
 namespace fs = std::filesystem;
 
 namespace {
-
-torch::Dtype parse_dtype(const std::string& name) {
-  if (name == "bf16") return torch::kBFloat16;
-  if (name == "fp16") return torch::kFloat16;
-  return torch::kFloat32;
-}
 
 std::vector<std::string> list_or_single(const std::string& single, const std::string& list_file) {
   if (!single.empty()) return {single};
@@ -55,7 +51,7 @@ int run_generate(const AppContext& ctx, const GenerateConfig& config) {
   // Fail before the (slow) model load on inputs that cannot work.
   for (const auto& image : images)
     CVX_CHECK_AS(ConfigError, fs::exists(image), "image ", image, " does not exist");
-  const auto dtype = parse_dtype(config.dtype);
+  const auto dtype = parse_dtype(config.dtype, "dtype");
   // The VAE stays in fp32 on the CPU (no fast bf16 convolutions there); bf16 on GPUs.
   const torch::Device device = rank_device(*ctx.mpi);
   const bool cuda = device.is_cuda();
@@ -64,7 +60,7 @@ int run_generate(const AppContext& ctx, const GenerateConfig& config) {
   if (config.vae_tiling) pipeline.vae->enable_tiling();
   // auto: DPM for the 5b-class models and DDIM for 2b, as the official demo samples them.
   const bool dpm = config.scheduler == "dpm" ||
-                   (config.scheduler == "auto" && pipeline.transformer->config.variant() != "2b");
+                   (config.scheduler == "auto" && pipeline.transformer->config.variant() != kVariant2b);
   pipeline.scheduler_config.class_name = dpm ? "CogVideoXDPMScheduler" : "CogVideoXDDIMScheduler";
   pipeline.scheduler_config.timestep_spacing = "trailing";
   if (!config.lora_path.empty()) {

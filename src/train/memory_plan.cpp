@@ -2,10 +2,12 @@
 
 #include <filesystem>
 
+#include "cvx/core/dtype_name.h"
 #include "cvx/dist/fake_communicator.h"
 #include "cvx/core/format_bytes.h"
 #include "cvx/io/model_folder.h"
 #include "cvx/model/lora.h"
+#include "cvx/model/model_variant.h"
 #include "cvx/model/transformer.h"
 #include "cvx/model/vae.h"
 
@@ -20,24 +22,16 @@ TransformerConfig resolve_transformer_config(const ModelConfig& model, std::stri
   }
   CVX_CHECK_AS(ConfigError, model.variant != "auto", "[model] path ", quote(model.path),
                " has no transformer/config.json and variant = auto: give the model folder, or set [model] variant (",
-               "2b, 5b, 5b-i2v, 1.5-t2v, 1.5-i2v) to plan with the released configuration");
+               released_variant_list(), ") to plan with the released configuration");
   if (source) *source = "the " + model.variant + " preset (no model folder at " + model.path + ")";
   return transformer_preset(model.variant);
 }
 
-namespace {
-torch::Dtype compute_dtype(const std::string& mixed_precision) {
-  if (mixed_precision == "bf16") return torch::kBFloat16;
-  if (mixed_precision == "fp16") return torch::kFloat16;
-  return torch::kFloat32;
-}
-}  // namespace
-
 FsdpOptions engine_options(const TrainRunConfig& config) {
   FsdpOptions o;
   o.strategy = parse_sharding_strategy(config.parallel.resolved_sharding());
-  o.precision.param_dtype = compute_dtype(config.train.mixed_precision);
-  o.precision.reduce_dtype = config.parallel.reduce_dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32;
+  o.precision.param_dtype = parse_mixed_precision(config.train.mixed_precision, "[train] mixed_precision");
+  o.precision.reduce_dtype = parse_dtype(config.parallel.reduce_dtype, "[parallel] reduce_dtype");
   o.recompute = config.train.gradient_checkpointing;
   o.prefetch = config.parallel.prefetch;
   return o;

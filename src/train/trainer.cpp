@@ -17,6 +17,7 @@
 #include <optional>
 #include <sstream>
 
+#include "cvx/core/dtype_name.h"
 #include "cvx/core/error.h"
 #include "cvx/core/log.h"
 #include "cvx/core/recompute.h"
@@ -33,6 +34,7 @@
 #include "cvx/io/model_folder.h"
 #include "cvx/io/safetensors.h"
 #include "cvx/model/lora.h"
+#include "cvx/model/model_variant.h"
 #include "cvx/model/transformer.h"
 #include "cvx/model/vae.h"
 #include "cvx/precompute/precompute_job.h"
@@ -74,12 +76,6 @@ uint64_t peak_host_rss() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<uint64_t>(usage.ru_maxrss) * 1024;  // Linux: kilobytes
-}
-
-torch::Dtype export_dtype_of(const std::string& name) {
-  if (name == "bf16") return torch::kBFloat16;
-  if (name == "fp16") return torch::kFloat16;
-  return torch::kFloat32;
 }
 
 std::string precompute_command(const std::string& config_file) {
@@ -227,7 +223,7 @@ void TrainingJob::build_model() {
 
   // The noise schedule the model was trained with (the official trainer loads scheduler/).
   const fs::path scheduler_file = model_path / "scheduler" / "scheduler_config.json";
-  SchedulerConfig scheduler_config = tc_.variant() == "2b" ? scheduler_config_2b() : scheduler_config_5b();
+  SchedulerConfig scheduler_config = tc_.variant() == kVariant2b ? scheduler_config_2b() : scheduler_config_5b();
   if (fs::exists(scheduler_file)) scheduler_config = SchedulerConfig::from_json(read_json_file(scheduler_file), scheduler_file.string());
   noise_scheduler_ = std::make_unique<CogVideoXScheduler>(scheduler_config);
 
@@ -258,8 +254,7 @@ void TrainingJob::build_model() {
     if (t_.enable_tiling) vae_->enable_tiling();
     if (t_.enable_slicing) vae_->enable_slicing();
     CVX_INFO << "I2V: image latents encoded every step (noised first frame, VAE encoder resident in "
-             << (t_.mixed_precision == "no" ? "fp32" : t_.mixed_precision) << (t_.enable_tiling ? ", tiled" : "")
-             << ", image latents "
+             << dtype_name(dtype) << (t_.enable_tiling ? ", tiled" : "") << ", image latents "
              << (scale == "divide" ? "divided by" : "multiplied by") << " the scaling factor)";
   } else if (loss_options_.i2v) {
     CVX_INFO << "I2V: cached image latents from the store (clean first frame; deviates from the official recipe)";
@@ -479,7 +474,8 @@ void TrainingJob::save_checkpoint(int64_t step) {
     save_safetensors(staging / "rng" / ("rank-" + std::to_string(ctx_.mpi->rank) + ".safetensors"), tensors);
   }
   if (t_.training_type == "lora")
-    export_lora(*engine_, model_, staging / "pytorch_lora_weights.safetensors", export_dtype_of(t_.export_dtype));
+    export_lora(*engine_, model_, staging / "pytorch_lora_weights.safetensors",
+                parse_dtype(t_.export_dtype, "[train] export_dtype"));
   comm_->barrier();  // every rank's files are on disk
   if (is_rank0()) {
     if (fs::exists(output_dir_ / "config.ini")) fs::copy_file(output_dir_ / "config.ini", staging / "config.ini");
@@ -496,7 +492,7 @@ void TrainingJob::save_checkpoint(int64_t step) {
 }
 
 void TrainingJob::export_final() {
-  const torch::Dtype dtype = export_dtype_of(t_.export_dtype);
+  const torch::Dtype dtype = parse_dtype(t_.export_dtype, "[train] export_dtype");
   const fs::path model_path = config_.model.path;
   if (t_.training_type == "lora") {
     const fs::path file = output_dir_ / "pytorch_lora_weights.safetensors";
@@ -533,7 +529,8 @@ int run_training(const AppContext& ctx, const TrainRunConfig& config, const Trai
   if (t.training_type == "lora") lora << "; LoRA rank " << config.lora.rank << ", scale " << config.lora.scale();
   const std::string backend = resolve_backend(config.parallel.backend, rank_device(*ctx.mpi));
   CVX_INFO << "plan: " << t.training_type << " fine-tuning of " << config.model.path << " (variant "
-           << config.model.variant << ", compute dtype " << (t.mixed_precision == "no" ? "fp32" : t.mixed_precision)
+           << config.model.variant << ", compute dtype "
+           << dtype_name(parse_mixed_precision(t.mixed_precision, "[train] mixed_precision"))
            << ") on clips " << resolution.to_string() << "; global batch " << global_batch << " = " << t.batch_size
            << " per rank x " << t.gradient_accumulation_steps << " accumulation x " << world_size << " rank(s)"
            << (simulated > 0 ? " (simulated)" : "") << "; sharding " << config.parallel.resolved_sharding() << " over "

@@ -59,10 +59,12 @@ fs::path make_setup(const std::string& name) {
   return dir;
 }
 
-std::string precompute(const fs::path& dir, int ranks, const std::string& extra = "", const std::string& env = "") {
+// `program`: the command run under mpirun with cvx_precompute's options; cvx_precompute when empty.
+std::string precompute(const fs::path& dir, int ranks, const std::string& extra = "", const std::string& program = "") {
   std::string out;
-  const std::string command = env + " " + kMpirun + " -np " + std::to_string(ranks) + " " +
-                              cvx::test::shell_quote(built_program("cvx_precompute")) + " --model.path " + cvx::test::shell_quote(dir / "model") +
+  const std::string command = std::string(kMpirun) + " -np " + std::to_string(ranks) + " " +
+                              (program.empty() ? cvx::test::shell_quote(built_program("cvx_precompute")) : program) +
+                              " --model.path " + cvx::test::shell_quote(dir / "model") +
                               " --data_root " + cvx::test::shell_quote(dir / "data") + " --store " + cvx::test::shell_quote(dir / "store.h5") +
                               " --train_resolution 9x64x96 " + extra;
   const int rc = run_command(command, &out);
@@ -123,7 +125,7 @@ TEST(PrecomputeE2E, FourRanksWriteOneStoreEqualToASingleProcessEncode) {
 TEST(PrecomputeE2E, ResumesAfterARankDiesAndRefusesAMismatchedStore) {
   const auto dir = make_setup("precompute_resume");
   // The last rank dies after its first sample, which aborts the job.
-  const std::string killed = precompute(dir, 2, "", "CVX_PRECOMPUTE_DIE_AFTER=1");
+  const std::string killed = precompute(dir, 2, "", cvx::test::shell_quote(CVX_PRECOMPUTE_KILL_PROBE) + " 1");
   EXPECT_NE(killed.rfind("0\n", 0), 0u) << "the job must fail: " << killed;
   int64_t done_before = 0;
   {

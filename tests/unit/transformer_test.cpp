@@ -7,13 +7,14 @@
 #include "cvx/core/tensor_storage.h"
 #include "cvx/io/model_folder.h"
 #include "cvx/model/lora.h"
+#include "cvx/model/model_variant.h"
 #include "cvx/model/tiny_pipeline.h"
 #include "cvx/model/transformer.h"
 #include "test_util.h"
 
 namespace {
 
-const std::vector<std::string> kVariants{"2b", "5b", "5b-i2v", "1.5-t2v", "1.5-i2v"};
+const std::vector<std::string>& kVariants = cvx::released_variants();
 
 struct Batch {
   torch::Tensor latents, text, timestep;

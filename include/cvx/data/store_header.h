@@ -25,7 +25,7 @@ struct StoreHeader {
   int64_t format_version = kStoreFormatVersion;
   std::string model_path;
   std::string model_fingerprint;  // model_fingerprint() of the model folder
-  std::string variant;            // TransformerConfig::variant(): "2b", "5b", "5b-i2v", "1.5-t2v", "1.5-i2v"
+  std::string variant;            // TransformerConfig::variant(): a released variant (model_variant.h)
   int64_t frames = 0, height = 0, width = 0;
   std::array<int64_t, 4> latent_shape{0, 0, 0, 0};  // C, F', H', W'
   std::string frame_sampling;

@@ -26,9 +26,6 @@
 
 namespace cvx {
 
-// "fp32", "bf16", "fp16", "fp64" (the names layout.json and reports use).
-std::string dtype_name(torch::Dtype dtype);
-
 struct FlatEntry {
   std::string name;            // the tensor's qualified name (checkpoint key)
   std::vector<int64_t> shape;

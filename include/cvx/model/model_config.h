@@ -4,12 +4,17 @@
 #include <vector>
 
 #include "cvx/core/error.h"
+#include "cvx/model/model_variant.h"
 
 namespace cvx {
 
-// The five released variants; "auto" reads it from transformer/config.json.
+// The released variants; "auto" reads it from transformer/config.json.
 inline const std::vector<std::string>& model_variant_names() {
-  static const std::vector<std::string> names{"auto", "2b", "5b", "5b-i2v", "1.5-t2v", "1.5-i2v"};
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> out{"auto"};
+    out.insert(out.end(), released_variants().begin(), released_variants().end());
+    return out;
+  }();
   return names;
 }
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cvx/model/model_variant.h"
 #include "cvx/model/t5_encoder.h"
 #include "cvx/model/t5_tokenizer.h"
 
@@ -29,8 +30,8 @@ class PromptEncoder {
   // [B, max_sequence_length, d_model] on the encoder's device. Prompts are encoded `batch_size` at a
   // time (without a mask the rows are independent, so the result does not depend on it). A prompt
   // that does not fit is truncated, with a warning naming the text that was cut, like the pipeline.
-  torch::Tensor encode(const std::vector<std::string>& prompts, int64_t max_sequence_length = 226);
-  EncodedPrompts encode_with_tokens(const std::vector<std::string>& prompts, int64_t max_sequence_length = 226);
+  torch::Tensor encode(const std::vector<std::string>& prompts, int64_t max_sequence_length = kMaxTextLength);
+  EncodedPrompts encode_with_tokens(const std::vector<std::string>& prompts, int64_t max_sequence_length = kMaxTextLength);
 
   void set_batch_size(int64_t batch_size);
   int64_t batch_size() const { return batch_size_; }

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cvx/model/model_variant.h"
 #include "cvx/model/sentencepiece.h"
 
 namespace cvx {
@@ -49,8 +50,8 @@ class T5Tokenizer {
   std::vector<int64_t> encode(const std::string& text) const;
   // The pipeline call: at most max_length - 1 tokens, eos appended unless the last token is eos,
   // padded to max_length.
-  TokenizedPrompt tokenize(const std::string& prompt, int64_t max_length = 226) const;
-  TokenizedBatch tokenize(const std::vector<std::string>& prompts, int64_t max_length = 226) const;
+  TokenizedPrompt tokenize(const std::string& prompt, int64_t max_length = kMaxTextLength) const;
+  TokenizedBatch tokenize(const std::vector<std::string>& prompts, int64_t max_length = kMaxTextLength) const;
   // `convert_ids_to_tokens`: the piece or added token of each id.
   std::string id_to_token(int64_t id) const;
   // Readable text of ids (for messages such as the truncation warning; not byte-exact with
@@ -69,7 +70,7 @@ class T5Tokenizer {
   SentencePiece sp_;
   std::vector<AddedToken> added_;  // sorted by id
   int64_t pad_id_ = 0, eos_id_ = 1, unk_id_ = 2;
-  int64_t model_max_length_ = 226;
+  int64_t model_max_length_ = kMaxTextLength;
 };
 
 }  // namespace cvx

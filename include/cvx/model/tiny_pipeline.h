@@ -11,7 +11,7 @@
 
 namespace cvx {
 
-// A tiny transformer of `variant` ("2b", "5b", "5b-i2v", "1.5-t2v", "1.5-i2v"), randomly initialised from `seed`.
+// A tiny transformer of a released `variant` (model_variant.h), randomly initialised from `seed`.
 CogVideoXTransformer make_tiny_transformer(const std::string& variant, uint64_t seed);
 
 // Writes `dir/transformer/` and `dir/vae/` (config.json + diffusion_pytorch_model.safetensors each),

@@ -7,6 +7,8 @@
 #include <optional>
 #include <string>
 
+#include "cvx/model/model_variant.h"
+
 namespace cvx {
 
 struct TransformerConfig {
@@ -28,7 +30,7 @@ struct TransformerConfig {
   int64_t patch_size = 2;
   std::optional<int64_t> patch_size_t;  // 1.5: 2
   int64_t temporal_compression_ratio = 4;
-  int64_t max_text_seq_length = 226;
+  int64_t max_text_seq_length = kMaxTextLength;
   std::string activation_fn = "gelu-approximate";
   std::string timestep_activation_fn = "silu";
   bool norm_elementwise_affine = true;
@@ -40,7 +42,7 @@ struct TransformerConfig {
   bool patch_bias = true;
 
   int64_t inner_dim() const { return num_attention_heads * attention_head_dim; }
-  // "2b", "5b", "5b-i2v", "1.5-t2v" or "1.5-i2v": the released checkpoint this config is shaped like.
+  // The released variant (model_variant.h) this config is shaped like.
   std::string variant() const;
   bool is_i2v() const { return in_channels == 2 * out_channels; }
   // Throws FormatError naming `source` when the combination is not one the architecture supports.
@@ -55,7 +57,7 @@ TransformerConfig cogvideox_5b();
 TransformerConfig cogvideox_5b_i2v();
 TransformerConfig cogvideox15_5b();
 TransformerConfig cogvideox15_5b_i2v();
-// variant: "2b", "5b", "5b-i2v", "1.5-t2v", "1.5-i2v"; small widths, 2 layers.
+// variant: a released one (model_variant.h); small widths, 2 layers.
 TransformerConfig tiny_transformer(const std::string& variant);
 TransformerConfig transformer_preset(const std::string& variant);
 

@@ -226,7 +226,7 @@ torch::Tensor scale_image_latents(const torch::Tensor& latents, const VAEConfig&
 // A tiny VAE shaped like the golden one with `variant`'s latent scaling, randomly initialised from
 // `seed` (1-D parameters randomised on top of the default init), and its folder (config.json +
 // diffusion_pytorch_model.safetensors) at `dir`.
-AutoencoderKLCogVideoX make_tiny_vae(uint64_t seed, const std::string& variant = "5b");
-void write_tiny_vae(const std::filesystem::path& dir, uint64_t seed, const std::string& variant = "5b");
+AutoencoderKLCogVideoX make_tiny_vae(uint64_t seed, const std::string& variant = kVariant5b);
+void write_tiny_vae(const std::filesystem::path& dir, uint64_t seed, const std::string& variant = kVariant5b);
 
 }  // namespace cvx

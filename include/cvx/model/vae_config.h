@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "cvx/model/model_variant.h"
+
 namespace cvx {
 
 struct VAEConfig {
@@ -53,9 +55,9 @@ struct VAEConfig {
 VAEConfig cogvideox_vae_2b();  // scaling_factor 1.15258426
 VAEConfig cogvideox_vae_5b();  // scaling_factor 0.7 (5b and 5b-I2V)
 VAEConfig cogvideox15_vae();   // scaling_factor 0.7, invert_scale_latents (1.5 T2V and I2V)
-// The VAE shipped with a transformer variant ("2b", "5b", "5b-i2v", "1.5-t2v", "1.5-i2v").
+// The VAE shipped with a released variant (model_variant.h).
 VAEConfig vae_preset(const std::string& variant);
 // The golden tiny shape with the latent scaling of `variant`'s release.
-VAEConfig tiny_vae(const std::string& variant = "5b");
+VAEConfig tiny_vae(const std::string& variant = kVariant5b);
 
 }  // namespace cvx

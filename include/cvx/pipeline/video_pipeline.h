@@ -10,6 +10,7 @@
 #include <string>
 
 #include "cvx/diffusion/scheduler.h"
+#include "cvx/model/model_variant.h"
 #include "cvx/model/prompt_encoder.h"
 #include "cvx/model/transformer.h"
 #include "cvx/model/vae.h"
@@ -26,7 +27,7 @@ struct GenerateRequest {
   DenoiseOptions denoise;
   uint64_t seed = 42;                   // CPU generator, as cli_demo.py
   torch::Tensor initial_latents;        // optional: use these instead of drawing the initial noise
-  int64_t max_sequence_length = 226;
+  int64_t max_sequence_length = kMaxTextLength;
 };
 
 struct GenerateResult {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 
+#include "cvx/model/model_variant.h"
 #include "cvx/model/transformer_config.h"
 
 namespace cvx {
@@ -15,7 +16,7 @@ namespace cvx {
 struct StepGeometry {
   int64_t latent_frames = 0;  // as the transformer sees them (1.5: padded to even)
   int64_t latent_height = 0, latent_width = 0;
-  int64_t text_tokens = 226;
+  int64_t text_tokens = kMaxTextLength;
 };
 
 // Video tokens of one sample.
