@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
   const std::string clip = argv[1];
   const int64_t frames = std::atoll(argv[2]), height = std::atoll(argv[3]), width = std::atoll(argv[4]);
   int64_t decoded = 0;
-  torch::Tensor buffer;  // reused from clip to clip, as the precompute job does
+  torch::Tensor buffer;                                 // reused from clip to clip, as the precompute job does
   double decode_s = 0, convert_s = 0, normalise_s = 0;  // the stages of the best run
   const double ours = best_of(3, [&] {
     using clock = std::chrono::steady_clock;
@@ -63,10 +63,12 @@ int main(int argc, char** argv) {
   const double cli = best_of(3, [&] {
     if (std::system(command.c_str()) != 0) std::exit(1);
   });
-  std::printf("{\"benchmark\": \"decode_cpu\", \"clip\": \"%s\", \"frames\": %lld, \"decoded\": %lld, \"size\": \"%lldx%lld\", "
-              "\"cvx_frames_per_s\": %.1f, \"ffmpeg_cli_frames_per_s\": %.1f, \"ratio\": %.2f, \"cvx_decode_ms\": %.0f, "
-              "\"cvx_convert_scale_ms\": %.0f, \"cvx_normalise_ms\": %.0f}\n",
-              clip.c_str(), static_cast<long long>(frames), static_cast<long long>(decoded),
-              static_cast<long long>(height), static_cast<long long>(width), frames / ours, frames / cli, cli / ours, 1e3 * decode_s, 1e3 * convert_s, 1e3 * normalise_s);
+  std::printf(
+      "{\"benchmark\": \"decode_cpu\", \"clip\": \"%s\", \"frames\": %lld, \"decoded\": %lld, \"size\": \"%lldx%lld\", "
+      "\"cvx_frames_per_s\": %.1f, \"ffmpeg_cli_frames_per_s\": %.1f, \"ratio\": %.2f, \"cvx_decode_ms\": %.0f, "
+      "\"cvx_convert_scale_ms\": %.0f, \"cvx_normalise_ms\": %.0f}\n",
+      clip.c_str(), static_cast<long long>(frames), static_cast<long long>(decoded), static_cast<long long>(height),
+      static_cast<long long>(width), frames / ours, frames / cli, cli / ours, 1e3 * decode_s, 1e3 * convert_s,
+      1e3 * normalise_s);
   return 0;
 }

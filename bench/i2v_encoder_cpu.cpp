@@ -10,12 +10,12 @@
 #include <malloc.h>
 #include <sys/resource.h>
 
+#include <unistd.h>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <string>
-#include <unistd.h>
 
 #include "cvx/core/host_memory.h"
 #include "cvx/model/vae.h"

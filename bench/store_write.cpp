@@ -1,9 +1,9 @@
 // HDF5 latent store write throughput (all ranks writing their share with MPI-IO into one file)
 // against a plain sequential write of the same bytes by one process. One JSON line from rank 0.
 // usage: mpirun -np N bench_store_write DIR [SAMPLES=32]
-#include <algorithm>
 #include <fcntl.h>
 #include <unistd.h>
+#include <algorithm>
 
 #include <chrono>
 #include <cstdio>
@@ -72,10 +72,11 @@ int main(int argc, char** argv) {
       plain_s = std::min(plain_s, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       std::filesystem::remove(plain);
     }
-    std::printf("{\"benchmark\": \"store_write\", \"ranks\": %d, \"samples\": %lld, \"mib\": %.0f, \"store_mib_per_s\": %.0f, "
-                "\"plain_sequential_mib_per_s\": %.0f, \"ratio\": %.2f}\n",
-                world.size, static_cast<long long>(samples), bytes / (1 << 20), bytes / (1 << 20) / store_s,
-                bytes / (1 << 20) / plain_s, plain_s / store_s);
+    std::printf(
+        "{\"benchmark\": \"store_write\", \"ranks\": %d, \"samples\": %lld, \"mib\": %.0f, \"store_mib_per_s\": %.0f, "
+        "\"plain_sequential_mib_per_s\": %.0f, \"ratio\": %.2f}\n",
+        world.size, static_cast<long long>(samples), bytes / (1 << 20), bytes / (1 << 20) / store_s,
+        bytes / (1 << 20) / plain_s, plain_s / store_s);
   }
   cvx::mpi_finalize();
   return 0;

@@ -55,8 +55,9 @@ int main(int argc, char** argv) {
     if (i > 0) ms.push_back(elapsed);  // step 0 is the warm-up
   }
   std::sort(ms.begin(), ms.end());
-  std::printf("{\"benchmark\": \"transformer_cpu\", \"threads\": %d, \"steps\": %d, \"median_ms\": %.2f, \"min_ms\": %.2f, "
-              "\"torch\": \"%s\"}\n",
-              threads, steps, ms[ms.size() / 2], ms.front(), TORCH_VERSION);
+  std::printf(
+      "{\"benchmark\": \"transformer_cpu\", \"threads\": %d, \"steps\": %d, \"median_ms\": %.2f, \"min_ms\": %.2f, "
+      "\"torch\": \"%s\"}\n",
+      threads, steps, ms[ms.size() / 2], ms.front(), TORCH_VERSION);
   return 0;
 }

@@ -83,8 +83,8 @@ inline torch::Tensor test_loss(CogVideoXTransformer& model, int64_t first, int64
   }
   const auto x = torch::cat(latents);
   const auto rope = training_rotary_embedding(model->config, 6, 8, x.size(1));
-  const auto out = model->forward(x, torch::cat(text), torch::cat(timestep), std::nullopt,
-                                  rope.cos.defined() ? &rope : nullptr);
+  const auto out =
+      model->forward(x, torch::cat(text), torch::cat(timestep), std::nullopt, rope.cos.defined() ? &rope : nullptr);
   return (out - torch::cat(target)).pow(2).mean();
 }
 

@@ -64,8 +64,9 @@ double golden_atol(const std::string& case_name, const std::string& quantity, do
   const double worst_excess = excess.flatten()[worst].item<double>();
   if (!(worst_excess <= 0) || !torch::isfinite(a).all().item<bool>()) {
     std::ostringstream os;
-    os << "max |diff| " << diff.max().item<double>() << " (atol " << atol << ", rtol " << rtol << "); worst at flat index "
-       << worst << ": got " << a.flatten()[worst].item<double>() << ", expected " << e.flatten()[worst].item<double>();
+    os << "max |diff| " << diff.max().item<double>() << " (atol " << atol << ", rtol " << rtol
+       << "); worst at flat index " << worst << ": got " << a.flatten()[worst].item<double>() << ", expected "
+       << e.flatten()[worst].item<double>();
     return ::testing::AssertionFailure() << os.str();
   }
   return ::testing::AssertionSuccess() << "max |diff| " << diff.max().item<double>();

@@ -16,10 +16,10 @@
 namespace cvx::test {
 
 struct GoldenCase {
-  std::string name;                  // as listed in manifest.json, e.g. "transformer/<variant>"
+  std::string name;  // as listed in manifest.json, e.g. "transformer/<variant>"
   std::filesystem::path dir;
-  nlohmann::json meta;               // meta.json
-  std::shared_ptr<SafetensorsFile> data;  // data.safetensors (null when the case has none)
+  nlohmann::json meta;                                  // meta.json
+  std::shared_ptr<SafetensorsFile> data;                // data.safetensors (null when the case has none)
   torch::Tensor tensor(const std::string& name) const;  // copy, throws naming the case if absent
   bool has(const std::string& name) const;
 };
@@ -39,7 +39,7 @@ double golden_atol(const std::string& case_name, const std::string& quantity, do
 }  // namespace cvx::test
 
 // Skips the test when the golden data is absent.
-#define CVX_REQUIRE_GOLDEN()                                                          \
-  do {                                                                                \
+#define CVX_REQUIRE_GOLDEN()                                                                      \
+  do {                                                                                            \
     if (!::cvx::test::golden_dir()) GTEST_SKIP() << "golden data not found (set CVX_GOLDEN_DIR)"; \
   } while (0)

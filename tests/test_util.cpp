@@ -64,9 +64,9 @@ std::filesystem::path make_rotated_copy(const std::filesystem::path& video, cons
                                         const std::string& name) {
   const auto file = dir / name;
   std::string out;
-  EXPECT_EQ(run_command("ffmpeg -v error -y -i " + shell_quote(video) + " -c copy -metadata:s:v rotate=90 " +
-                            shell_quote(file),
-                        &out),
+  EXPECT_EQ(run_command(
+                "ffmpeg -v error -y -i " + shell_quote(video) + " -c copy -metadata:s:v rotate=90 " + shell_quote(file),
+                &out),
             0)
       << file << ": " << out;
   return file;

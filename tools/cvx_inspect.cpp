@@ -32,7 +32,8 @@ void print_tensors(const cvx::TensorSource& source, const std::string& indent) {
     ++per_dtype[info.dtype];
   }
   std::string dtypes;
-  for (const auto& [dtype, count] : per_dtype) dtypes += (dtypes.empty() ? "" : ", ") + std::to_string(count) + " " + dtype;
+  for (const auto& [dtype, count] : per_dtype)
+    dtypes += (dtypes.empty() ? "" : ", ") + std::to_string(count) + " " + dtype;
   std::printf("%s%zu tensors (%s), %s\n", indent.c_str(), names.size(), dtypes.empty() ? "none" : dtypes.c_str(),
               cvx::format_bytes(total, 1).c_str());
 }
@@ -106,7 +107,8 @@ int inspect(const fs::path& path) {
     return 0;
   }
   CVX_THROW_AS(cvx::ConfigError, "don't know how to inspect ", path.string(),
-               ": expected a .safetensors file, a .safetensors.index.json, a latent store (.h5), or a diffusers model/component folder");
+               ": expected a .safetensors file, a .safetensors.index.json, a latent store (.h5), or a diffusers "
+               "model/component folder");
 }
 
 }  // namespace

@@ -17,9 +17,10 @@ int main(int argc, char** argv) {
     } else if (arg == "--seed" && i + 1 < argc) {
       seed = std::strtoull(argv[++i], nullptr, 10);
     } else if (arg == "-h" || arg == "--help") {
-      std::printf("usage: cvx_make_tiny OUT_DIR [--variant %s] [--seed N]\n"
-                  "Writes a tiny random CogVideoX model folder (diffusers layout) for demos and tests.\n",
-                  cvx::released_variant_list("|").c_str());
+      std::printf(
+          "usage: cvx_make_tiny OUT_DIR [--variant %s] [--seed N]\n"
+          "Writes a tiny random CogVideoX model folder (diffusers layout) for demos and tests.\n",
+          cvx::released_variant_list("|").c_str());
       return 0;
     } else if (out.empty() && arg.rfind("--", 0) != 0) {
       out = arg;

@@ -6,9 +6,9 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "cvx/core/checked_call.h"
 #include "cvx/core/error.h"
 #include "cvx/core/host_memory.h"
-#include "cvx/core/checked_call.h"
 #include "cvx/core/log.h"
 
 namespace cvx {

@@ -5,8 +5,7 @@
 
 namespace cvx {
 
-Error::Error(const std::string& message, const char* file, int line)
-    : std::runtime_error(message), message_(message) {
+Error::Error(const std::string& message, const char* file, int line) : std::runtime_error(message), message_(message) {
   if (file != nullptr) where_ = std::string(file) + ":" + std::to_string(line);
 }
 

@@ -131,47 +131,101 @@ void OptionVisitor::add(OptionInfo info) {
 }
 
 void OptionVisitor::operator()(const char* key, bool& value, const char* help) {
-  add({"", key, help, "bool", {}, "", [&value] { return std::string(value ? "true" : "false"); },
-       [&value](const std::string& s) { value = parse_bool(s); }, /*alias_of=*/""});
+  add({"",
+       key,
+       help,
+       "bool",
+       {},
+       "",
+       [&value] { return std::string(value ? "true" : "false"); },
+       [&value](const std::string& s) { value = parse_bool(s); },
+       /*alias_of=*/""});
 }
 
 void OptionVisitor::operator()(const char* key, int& value, const char* help) {
-  add({"", key, help, "int", {}, "", [&value] { return std::to_string(value); },
+  add({"",
+       key,
+       help,
+       "int",
+       {},
+       "",
+       [&value] { return std::to_string(value); },
        [&value](const std::string& s) {
          const int64_t v = parse_int(s);
          if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max())
            throw std::invalid_argument("integer out of range");
          value = static_cast<int>(v);
-       }, /*alias_of=*/""});
+       },
+       /*alias_of=*/""});
 }
 
 void OptionVisitor::operator()(const char* key, int64_t& value, const char* help) {
-  add({"", key, help, "int", {}, "", [&value] { return std::to_string(value); },
-       [&value](const std::string& s) { value = parse_int(s); }, /*alias_of=*/""});
+  add({"",
+       key,
+       help,
+       "int",
+       {},
+       "",
+       [&value] { return std::to_string(value); },
+       [&value](const std::string& s) { value = parse_int(s); },
+       /*alias_of=*/""});
 }
 
 void OptionVisitor::operator()(const char* key, double& value, const char* help) {
-  add({"", key, help, "float", {}, "", [&value] { return format_double(value); },
-       [&value](const std::string& s) { value = parse_double(s); }, /*alias_of=*/""});
+  add({"",
+       key,
+       help,
+       "float",
+       {},
+       "",
+       [&value] { return format_double(value); },
+       [&value](const std::string& s) { value = parse_double(s); },
+       /*alias_of=*/""});
 }
 
 void OptionVisitor::operator()(const char* key, float& value, const char* help) {
-  add({"", key, help, "float", {}, "", [&value] { return format_double(value); },
-       [&value](const std::string& s) { value = static_cast<float>(parse_double(s)); }, /*alias_of=*/""});
+  add({"",
+       key,
+       help,
+       "float",
+       {},
+       "",
+       [&value] { return format_double(value); },
+       [&value](const std::string& s) { value = static_cast<float>(parse_double(s)); },
+       /*alias_of=*/""});
 }
 
 void OptionVisitor::operator()(const char* key, std::string& value, const char* help) {
-  add({"", key, help, "string", {}, "", [&value] { return value; },
-       [&value](const std::string& s) { value = trim(s); }, /*alias_of=*/""});
+  add({"",
+       key,
+       help,
+       "string",
+       {},
+       "",
+       [&value] { return value; },
+       [&value](const std::string& s) { value = trim(s); },
+       /*alias_of=*/""});
 }
 
 void OptionVisitor::operator()(const char* key, std::vector<std::string>& value, const char* help) {
-  add({"", key, help, "list", {}, "", [&value] { return join(value, ","); },
-       [&value](const std::string& s) { value = split_list(s); }, /*alias_of=*/""});
+  add({"",
+       key,
+       help,
+       "list",
+       {},
+       "",
+       [&value] { return join(value, ","); },
+       [&value](const std::string& s) { value = split_list(s); },
+       /*alias_of=*/""});
 }
 
 void OptionVisitor::operator()(const char* key, std::vector<int64_t>& value, const char* help) {
-  add({"", key, help, "int list", {}, "",
+  add({"",
+       key,
+       help,
+       "int list",
+       {},
+       "",
        [&value] {
          std::vector<std::string> items;
          for (auto v : value) items.push_back(std::to_string(v));
@@ -181,7 +235,8 @@ void OptionVisitor::operator()(const char* key, std::vector<int64_t>& value, con
          std::vector<int64_t> parsed;
          for (const auto& item : split_list(s)) parsed.push_back(parse_int(item));
          value = parsed;
-       }, /*alias_of=*/""});
+       },
+       /*alias_of=*/""});
 }
 
 void OptionVisitor::alias(const char* alias, const char* key) {
@@ -204,12 +259,14 @@ void OptionVisitor::choice(const char* key, std::string& value, std::vector<std:
          if (std::find(allowed.begin(), allowed.end(), t) == allowed.end())
            throw std::invalid_argument("expected one of: " + join(allowed, ", "));
          value = t;
-       }, /*alias_of=*/""});
+       },
+       /*alias_of=*/""});
 }
 
 // ------------------------------------------------------------------ Options
 
-Options::Options(std::string program, std::string summary) : program_(std::move(program)), summary_(std::move(summary)) {}
+Options::Options(std::string program, std::string summary)
+    : program_(std::move(program)), summary_(std::move(summary)) {}
 
 Options& Options::foreign_sections(std::vector<std::string> names) {
   foreign_sections_ = std::move(names);
@@ -278,7 +335,7 @@ void Options::apply_ini(const std::string& file) {
     CVX_THROW_AS(ConfigError, "cannot parse config file ", file, ": ", e.what(),
                  " (expected INI: [section] lines and key = value lines; # starts a comment)");
   }
-  std::map<std::string, size_t> first_line;          // by key as written
+  std::map<std::string, size_t> first_line;           // by key as written
   std::map<std::string, std::string> canonical_seen;  // option (alias resolved) -> key as written first
   for (const auto& opt : parsed.options) {
     const size_t line = find_ini_line(file, opt.string_key, first_line.count(opt.string_key));
@@ -290,24 +347,23 @@ void Options::apply_ini(const std::string& file) {
         continue;  // another cvx program's section of a shared experiment file
       const std::string suggestion = suggestion_for(opt.string_key);
       const auto dot = opt.string_key.rfind('.');
-      const std::string shown = dot == std::string::npos
-                                    ? "'" + opt.string_key + "' (top level)"
-                                    : "'" + opt.string_key.substr(dot + 1) + "' in section [" +
-                                          opt.string_key.substr(0, dot) + "]";
+      const std::string shown = dot == std::string::npos ? "'" + opt.string_key + "' (top level)"
+                                                         : "'" + opt.string_key.substr(dot + 1) + "' in section [" +
+                                                               opt.string_key.substr(0, dot) + "]";
       CVX_THROW_AS(ConfigError, "unknown key ", shown, " in config file ", where,
                    suggestion.empty() ? std::string("; see --help for the known options")
                                       : "; did you mean '" + suggestion + "'?");
     }
-    CVX_CHECK_AS(ConfigError, !first_line.count(opt.string_key), "key ", opt.string_key, " is set twice in config file ",
-                 file, " (lines ", first_line[opt.string_key], " and ", line, ")");
+    CVX_CHECK_AS(ConfigError, !first_line.count(opt.string_key), "key ", opt.string_key,
+                 " is set twice in config file ", file, " (lines ", first_line[opt.string_key], " and ", line, ")");
     first_line[opt.string_key] = line;
     OptionInfo& option = *find(opt.string_key);
     // An alias and the name it stands for in one file would silently let the later line win.
     const std::string canonical = canonical_name(option);
     const auto seen = canonical_seen.find(canonical);
     CVX_CHECK_AS(ConfigError, seen == canonical_seen.end(), "keys ", seen->second, " (line ", first_line[seen->second],
-                 ") and ", opt.string_key, " (line ", line, ") of config file ", file,
-                 " set the same option ", canonical, " (one is an alias of the other); keep one of them");
+                 ") and ", opt.string_key, " (line ", line, ") of config file ", file, " set the same option ",
+                 canonical, " (one is an alias of the other); keep one of them");
     canonical_seen[canonical] = opt.string_key;
     apply(option, opt.value.empty() ? "" : opt.value.front(), "config file " + where);
   }
@@ -337,7 +393,8 @@ Options::Outcome Options::parse(int argc, char** argv) {
       // "--flag" means true). Without positional arguments any next word that is not an option is
       // the flag's value, so "--flag maybe" is refused as a bad value of that flag instead of
       // turning the flag on and leaving a stray word.
-      const std::string full = arg.substr(2, arg.find('=') == std::string::npos ? std::string::npos : arg.find('=') - 2);
+      const std::string full =
+          arg.substr(2, arg.find('=') == std::string::npos ? std::string::npos : arg.find('=') - 2);
       const OptionInfo* option = find(full);
       if (option && option->type == "bool" && eq == std::string::npos && i + 1 < argc) {
         const std::string next = argv[i + 1];
@@ -378,7 +435,8 @@ Options::Outcome Options::parse(int argc, char** argv) {
         positionals.push_back(token);
         continue;
       }
-      const std::string name = token.substr(token.find_first_not_of('-'), token.find('=') - token.find_first_not_of('-'));
+      const std::string name =
+          token.substr(token.find_first_not_of('-'), token.find('=') - token.find_first_not_of('-'));
       const std::string suggestion = suggestion_for(name);
       CVX_THROW_AS(ConfigError, "unknown option ", token, " on the command line",
                    suggestion.empty() ? std::string("; see --help") : "; did you mean --" + suggestion + "?");

@@ -82,7 +82,8 @@ struct RecomputeFunction : public torch::autograd::Function<RecomputeFunction> {
     roots.clear();
     variable_list result{torch::Tensor()};  // the holder argument
     size_t next = 0;
-    for (const auto& d : inputs) result.push_back(d.requires_grad() && !grads.empty() ? grads[next++] : torch::Tensor());
+    for (const auto& d : inputs)
+      result.push_back(d.requires_grad() && !grads.empty() ? grads[next++] : torch::Tensor());
     variable_list param_grads;
     for (const auto& p : holder->params)
       param_grads.push_back(p.requires_grad() && !grads.empty() ? grads[next++] : torch::Tensor());

@@ -45,8 +45,8 @@ torch::Tensor frame_to_rgb(const AVFrame& frame, Sws& sws, const std::filesystem
   return image;
 }
 
-void frame_to_rgb_into(const AVFrame& frame, Sws& sws, const std::filesystem::path& file, int out_width,
-                       int out_height, uint8_t* out) {
+void frame_to_rgb_into(const AVFrame& frame, Sws& sws, const std::filesystem::path& file, int out_width, int out_height,
+                       uint8_t* out) {
   sws.reset(sws_getCachedContext(sws.release(), frame.width, frame.height, static_cast<AVPixelFormat>(frame.format),
                                  out_width, out_height, AV_PIX_FMT_RGB24, SWS_BICUBIC, nullptr, nullptr, nullptr));
   if (sws == nullptr) {

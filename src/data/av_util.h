@@ -59,7 +59,7 @@ DecodingInput open_decoding_input(const std::filesystem::path& file, const char*
 torch::Tensor frame_to_rgb(const AVFrame& frame, Sws& sws, const std::filesystem::path& file, int out_width = 0,
                            int out_height = 0);
 // The same into `out`: out_height rows of 3 * out_width bytes.
-void frame_to_rgb_into(const AVFrame& frame, Sws& sws, const std::filesystem::path& file, int out_width,
-                       int out_height, uint8_t* out);
+void frame_to_rgb_into(const AVFrame& frame, Sws& sws, const std::filesystem::path& file, int out_width, int out_height,
+                       uint8_t* out);
 
 }  // namespace cvx::av

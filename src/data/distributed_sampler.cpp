@@ -46,9 +46,7 @@ int64_t integer_field(const nlohmann::json& json, const char* field) {
 
 }  // namespace
 
-bool operator==(const SamplerState& a, const SamplerState& b) {
-  return a.epoch == b.epoch && a.position == b.position;
-}
+bool operator==(const SamplerState& a, const SamplerState& b) { return a.epoch == b.epoch && a.position == b.position; }
 
 void to_json(nlohmann::json& json, const SamplerState& state) {
   json = {{"epoch", state.epoch}, {"position", state.position}};
@@ -83,10 +81,9 @@ DistributedSampler::DistributedSampler(int64_t num_samples, int64_t batch_size, 
   CVX_CHECK_AS(ConfigError, batch_size > 0, "batch_size must be at least 1, got ", batch_size);
   CVX_CHECK_AS(ConfigError, gradient_accumulation_steps > 0, "gradient_accumulation_steps must be at least 1, got ",
                gradient_accumulation_steps);
-  CVX_CHECK_AS(ConfigError, data_parallel_size > 0, "data_parallel_size must be at least 1, got ",
-               data_parallel_size);
-  CVX_CHECK_AS(ConfigError, data_parallel_rank >= 0 && data_parallel_rank < data_parallel_size,
-               "data_parallel_rank ", data_parallel_rank, " is outside [0, ", data_parallel_size, ")");
+  CVX_CHECK_AS(ConfigError, data_parallel_size > 0, "data_parallel_size must be at least 1, got ", data_parallel_size);
+  CVX_CHECK_AS(ConfigError, data_parallel_rank >= 0 && data_parallel_rank < data_parallel_size, "data_parallel_rank ",
+               data_parallel_rank, " is outside [0, ", data_parallel_size, ")");
   int64_t micro = 0;
   const bool overflow = __builtin_mul_overflow(batch_size, data_parallel_size, &micro) ||
                         __builtin_mul_overflow(micro, gradient_accumulation_steps, &global_batch_size_) ||
@@ -119,9 +116,9 @@ void DistributedSampler::load_state(const SamplerState& state) {
   const std::string what = "cannot resume the sampler at epoch " + std::to_string(state.epoch) + ", position " +
                            std::to_string(state.position) + ": ";
   CVX_CHECK_AS(ConfigError, state.epoch >= 0 && state.position >= 0, what, "negative values");
-  CVX_CHECK_AS(ConfigError, state.position <= positions_per_epoch(), what, "an epoch here has ",
-               positions_per_epoch(), " positions (", steps_per_epoch_, " steps of global batch ", global_batch_size_,
-               " over ", num_samples_, " samples)");
+  CVX_CHECK_AS(ConfigError, state.position <= positions_per_epoch(), what, "an epoch here has ", positions_per_epoch(),
+               " positions (", steps_per_epoch_, " steps of global batch ", global_batch_size_, " over ", num_samples_,
+               " samples)");
   CVX_CHECK_AS(ConfigError, state.position % micro_batch_positions() == 0, what,
                "the position is not a multiple of batch_size ", batch_size_, " x data_parallel_size ",
                data_parallel_size_, " = ", micro_batch_positions(),

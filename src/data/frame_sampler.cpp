@@ -66,10 +66,8 @@ std::vector<int64_t> sample_frame_indices(FrameSampling mode, int64_t frame_coun
   check_frame_count(frames, "frames per training clip");
   CVX_CHECK_AS(ConfigError, frame_count > 0, "cannot sample ", frames, " frames from a clip without frames");
   switch (mode) {
-    case FrameSampling::stride:
-      return stride_indices(frame_count, frames);
-    case FrameSampling::spread:
-      return spread_indices(frame_count, frames);
+    case FrameSampling::stride: return stride_indices(frame_count, frames);
+    case FrameSampling::spread: return spread_indices(frame_count, frames);
     case FrameSampling::fps:
       CVX_CHECK_AS(ConfigError, std::isfinite(target_fps) && target_fps > 0,
                    "frame_sampling fps needs a target frame rate > 0, got ", target_fps);

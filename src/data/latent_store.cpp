@@ -145,8 +145,8 @@ struct LatentStore::Impl {
     CVX_CHECK_AS(ConfigError, !read_only, "latent store ", path.string(), " is open read-only");
   }
   void check_row(int64_t i, int64_t n, const char* what) const {
-    CVX_CHECK_AS(ConfigError, i >= 0 && i < n, "latent store ", path.string(), ": ", what, " ", i,
-                 " out of range [0, ", n, ")");
+    CVX_CHECK_AS(ConfigError, i >= 0 && i < n, "latent store ", path.string(), ": ", what, " ", i, " out of range [0, ",
+                 n, ")");
   }
 
   std::vector<int64_t> image_shape() const { return {3, header.height, header.width}; }
@@ -162,8 +162,8 @@ struct LatentStore::Impl {
   }
   void write_tensor_as(hid_t dataset, const char* name, hid_t type, torch::Dtype dtype, int64_t row,
                        const torch::Tensor& tensor, const std::vector<int64_t>& shape) const {
-    CVX_CHECK_AS(ConfigError, tensor.defined() && tensor.sizes().vec() == shape, "latent store ", path.string(),
-                 ": ", name, " row ", row, " expects a tensor of shape ", shape_string(shape), ", got ",
+    CVX_CHECK_AS(ConfigError, tensor.defined() && tensor.sizes().vec() == shape, "latent store ", path.string(), ": ",
+                 name, " row ", row, " expects a tensor of shape ", shape_string(shape), ", got ",
                  tensor.defined() ? shape_string(tensor.sizes().vec()) : std::string("none"));
     const torch::Tensor data = tensor.detach().to(torch::kCPU, dtype).contiguous();
     guarded(name, [&] { h5::write_rows(dataset, type, row, 1, data.data_ptr(), xfer()); });
@@ -227,7 +227,8 @@ struct LatentStore::Impl {
       });
     };
     moments = open("/latents/moments");
-    if (CVX_H5(H5Lexists(file, "/latents/image_moments", H5P_DEFAULT)) > 0) image_moments = open("/latents/image_moments");
+    if (CVX_H5(H5Lexists(file, "/latents/image_moments", H5P_DEFAULT)) > 0)
+      image_moments = open("/latents/image_moments");
     if (CVX_H5(H5Lexists(file, "/images", H5P_DEFAULT)) > 0 &&
         CVX_H5(H5Lexists(file, "/images/pixels", H5P_DEFAULT)) > 0)
       images = open("/images/pixels");
@@ -264,15 +265,16 @@ struct LatentStore::Impl {
     options.image_latents = image_moments.valid();
     options.images = images.valid();
     // Format 2 added the I2V conditioning images; a T2V store of format 1 has exactly format 2's layout.
-    CVX_CHECK_AS(FormatError, !(header.format_version == 1 && options.image_latents), "latent store ",
-                 path.string(), " is an I2V store of format version 1, which holds no conditioning images (format ",
-                 kStoreFormatVersion, " stores them for the official per-step image encode). Rebuild it with `mpirun "
+    CVX_CHECK_AS(FormatError, !(header.format_version == 1 && options.image_latents), "latent store ", path.string(),
+                 " is an I2V store of format version 1, which holds no conditioning images (format ",
+                 kStoreFormatVersion,
+                 " stores them for the official per-step image encode). Rebuild it with `mpirun "
                  "-np N cvx_precompute --config CONFIG --precompute.overwrite true` (the same [model] and [data] "
                  "settings)");
     const auto moments_dims = h5::dataset_shape(moments);
     const auto embedding_dims = h5::dataset_shape(embeddings);
-    CVX_CHECK_AS(FormatError, moments_dims.size() == 5 && embedding_dims.size() == 3, "latent store ",
-                 path.string(), ": /latents/moments or /prompts/embeddings has the wrong rank");
+    CVX_CHECK_AS(FormatError, moments_dims.size() == 5 && embedding_dims.size() == 3, "latent store ", path.string(),
+                 ": /latents/moments or /prompts/embeddings has the wrong rank");
     samples = static_cast<int64_t>(moments_dims[0]);
     prompts = static_cast<int64_t>(embedding_dims[0]);
     auto expect = [&](hid_t dataset, const char* name, std::vector<int64_t> shape) {
@@ -289,14 +291,17 @@ struct LatentStore::Impl {
     if (image_moments.valid()) expect(image_moments, "/latents/image_moments", with_rows(samples, moments_shape(1)));
     if (images.valid()) expect(images, "/images/pixels", with_rows(samples, image_shape()));
     expect(embeddings, "/prompts/embeddings", {prompts, header.max_text_length, header.text_embed_dim});
-    for (const auto& [dataset, name] : {std::pair{prompt_text.get(), "/prompts/text"}, {prompt_hash.get(), "/prompts/hash"},
+    for (const auto& [dataset, name] : {std::pair{prompt_text.get(), "/prompts/text"},
+                                        {prompt_hash.get(), "/prompts/hash"},
                                         {prompt_status.get(), "/prompts/status"}}) {
       expect(dataset, name, {prompts});
     }
-    for (const auto& [dataset, name] :
-         {std::pair{sample_id.get(), "/samples/id"}, {media_path.get(), "/samples/media_path"},
-          {prompt_row.get(), "/samples/prompt_row"}, {frames.get(), "/samples/frames"},
-          {status.get(), "/samples/status"}, {reason.get(), "/samples/reason"}}) {
+    for (const auto& [dataset, name] : {std::pair{sample_id.get(), "/samples/id"},
+                                        {media_path.get(), "/samples/media_path"},
+                                        {prompt_row.get(), "/samples/prompt_row"},
+                                        {frames.get(), "/samples/frames"},
+                                        {status.get(), "/samples/status"},
+                                        {reason.get(), "/samples/reason"}}) {
       expect(dataset, name, {samples});
     }
   }
@@ -316,8 +321,8 @@ struct LatentStore::Impl {
     open_hdf5(create, access);
     if (!read_only) {
       sync_fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-      CVX_CHECK_AS(SystemError, sync_fd >= 0, "latent store ", path.string(), ": cannot open it for syncing: ",
-                   std::strerror(errno));
+      CVX_CHECK_AS(SystemError, sync_fd >= 0, "latent store ", path.string(),
+                   ": cannot open it for syncing: ", std::strerror(errno));
     }
   }
 
@@ -415,8 +420,8 @@ LatentStore LatentStore::create(const fs::path& path, const StoreHeader& header,
   const auto& s = header.latent_shape;
   CVX_CHECK_AS(ConfigError, !samples.empty() && !prompts.empty(), "latent store ", path.string(),
                ": needs at least one sample and one prompt (got ", samples.size(), " and ", prompts.size(), ")");
-  CVX_CHECK_AS(ConfigError, s[0] > 0 && s[1] > 0 && s[2] > 0 && s[3] > 0 && header.max_text_length > 0 &&
-                                header.text_embed_dim > 0,
+  CVX_CHECK_AS(ConfigError,
+               s[0] > 0 && s[1] > 0 && s[2] > 0 && s[3] > 0 && header.max_text_length > 0 && header.text_embed_dim > 0,
                "latent store ", path.string(), ": latent shape ", field_text(s), ", max text length ",
                header.max_text_length, " and text embedding dim ", header.text_embed_dim, " must be positive");
   CVX_CHECK_AS(ConfigError, options.gzip_level >= 0 && options.gzip_level <= 9, "latent store ", path.string(),
@@ -465,11 +470,12 @@ LatentStore LatentStore::create(const fs::path& path, const StoreHeader& header,
       for (int64_t v : shape) d.push_back(static_cast<hsize_t>(v));
       return d;
     };
-    st.moments = make_dataset(st.file, "/latents/moments", latent_type, dims(n, st.moments_shape(s[1])), true, gzip, false);
+    st.moments =
+        make_dataset(st.file, "/latents/moments", latent_type, dims(n, st.moments_shape(s[1])), true, gzip, false);
     h5::write_attribute(st.moments, "dtype", std::string(dtype_name(options.latent_dtype)));
     if (options.image_latents) {
-      st.image_moments = make_dataset(st.file, "/latents/image_moments", latent_type, dims(n, st.moments_shape(1)),
-                                      true, gzip, false);
+      st.image_moments =
+          make_dataset(st.file, "/latents/image_moments", latent_type, dims(n, st.moments_shape(1)), true, gzip, false);
       h5::write_attribute(st.image_moments, "dtype", std::string(dtype_name(options.latent_dtype)));
     }
     if (options.images) {
@@ -566,8 +572,9 @@ void LatentStore::write_sample(int64_t i, const torch::Tensor& moments, const to
   st.write_tensor(st.moments, "/latents/moments", st.options.latent_dtype, i, moments,
                   st.moments_shape(st.header.latent_shape[1]));
   CVX_CHECK_AS(ConfigError, image_moments.defined() == st.image_moments.valid(), "latent store ", st.path.string(),
-               ": sample ", i, st.image_moments.valid() ? " needs image latent moments (I2V store)"
-                                                         : " has image latent moments but the store has none");
+               ": sample ", i,
+               st.image_moments.valid() ? " needs image latent moments (I2V store)"
+                                        : " has image latent moments but the store has none");
   if (image_moments.defined()) {
     st.write_tensor(st.image_moments, "/latents/image_moments", st.options.latent_dtype, i, image_moments,
                     st.moments_shape(1));
@@ -623,9 +630,9 @@ void LatentStore::flush() {
 void LatentStore::close() {
   if (!impl_ || !impl_->file.valid()) return;
   Impl& st = *impl_;
-  for (h5::Id* id : {&st.moments, &st.image_moments, &st.images, &st.embeddings, &st.prompt_text, &st.prompt_hash,
-                     &st.prompt_status, &st.sample_id, &st.media_path, &st.prompt_row, &st.frames, &st.status,
-                     &st.reason, &st.transfer}) {
+  for (h5::Id* id :
+       {&st.moments, &st.image_moments, &st.images, &st.embeddings, &st.prompt_text, &st.prompt_hash, &st.prompt_status,
+        &st.sample_id, &st.media_path, &st.prompt_row, &st.frames, &st.status, &st.reason, &st.transfer}) {
     id->reset();
   }
   st.guarded("close", [&] { st.file.close(); });
@@ -719,13 +726,14 @@ std::vector<PromptEntry> LatentStore::prompts() const {
 void print_store(const fs::path& path) {
   const LatentStore store = LatentStore::open(path, MPI_COMM_SELF, /*read_only=*/true);
   const auto& options = store.options();
-  std::printf("%s: cvx latent store (format %lld), %lld samples, %lld prompts, latents %s, embeddings %s%s%s, gzip %d\n",
-              path.c_str(), static_cast<long long>(store.header().format_version),
-              static_cast<long long>(store.num_samples()), static_cast<long long>(store.num_prompts()),
-              dtype_name(options.latent_dtype), dtype_name(options.embedding_dtype),
-              options.image_latents ? ", image latents" : "", options.images ? ", images uint8" : "",
-              options.gzip_level);
-  for (const auto& [name, value] : store_header_fields(store.header())) std::printf("  %s = %s\n", name.c_str(), value.c_str());
+  std::printf(
+      "%s: cvx latent store (format %lld), %lld samples, %lld prompts, latents %s, embeddings %s%s%s, gzip %d\n",
+      path.c_str(), static_cast<long long>(store.header().format_version), static_cast<long long>(store.num_samples()),
+      static_cast<long long>(store.num_prompts()), dtype_name(options.latent_dtype),
+      dtype_name(options.embedding_dtype), options.image_latents ? ", image latents" : "",
+      options.images ? ", images uint8" : "", options.gzip_level);
+  for (const auto& [name, value] : store_header_fields(store.header()))
+    std::printf("  %s = %s\n", name.c_str(), value.c_str());
   const auto entries = store.index();
   size_t done = 0, bad = 0;
   std::printf("  %8s  %-7s  %6s  %6s  %s\n", "id", "status", "frames", "prompt", "media path");
@@ -738,9 +746,8 @@ void print_store(const fs::path& path) {
                 e.reason.c_str());
   }
   const auto pending_prompts = store.pending_prompts().size();
-  std::printf("  %zu done, %zu bad, %zu pending; %zu of %lld prompts encoded\n", done, bad,
-              entries.size() - done - bad, static_cast<size_t>(store.num_prompts()) - pending_prompts,
-              static_cast<long long>(store.num_prompts()));
+  std::printf("  %zu done, %zu bad, %zu pending; %zu of %lld prompts encoded\n", done, bad, entries.size() - done - bad,
+              static_cast<size_t>(store.num_prompts()) - pending_prompts, static_cast<long long>(store.num_prompts()));
 }
 
 }  // namespace cvx

@@ -43,7 +43,8 @@ std::string field_text(const std::array<int64_t, 4>& v) { return shape_string(c1
 
 std::vector<std::pair<std::string, std::string>> store_header_fields(const StoreHeader& header) {
   std::vector<std::pair<std::string, std::string>> fields;
-  visit_store_header(header, [&](const char* name, const auto& value) { fields.emplace_back(name, field_text(value)); });
+  visit_store_header(header,
+                     [&](const char* name, const auto& value) { fields.emplace_back(name, field_text(value)); });
   return fields;
 }
 

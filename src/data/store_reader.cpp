@@ -61,7 +61,8 @@ StoreReader StoreReader::open(const fs::path& path) {
     impl->status.push_back(e.status);
     impl->prompt_row.push_back(e.prompt_row);
     if (e.status == SampleStatus::kBad) ++impl->bad;
-    if (e.status == SampleStatus::kDone && impl->prompt_done.at(static_cast<size_t>(e.prompt_row))) impl->done.push_back(row);
+    if (e.status == SampleStatus::kDone && impl->prompt_done.at(static_cast<size_t>(e.prompt_row)))
+      impl->done.push_back(row);
   }
   return StoreReader(std::move(impl));
 }
@@ -84,7 +85,8 @@ int64_t StoreReader::num_pending() const {
 void StoreReader::check_matches(const StoreHeader& expected) const {
   const std::string differences = store_header_differences(header(), expected, "expected");
   CVX_CHECK_AS(ConfigError, differences.empty(), impl_->where(), " was made for other settings than this run (",
-               differences, "). Rebuild it for this model and resolution with `mpirun -np N cvx_precompute --config "
+               differences,
+               "). Rebuild it for this model and resolution with `mpirun -np N cvx_precompute --config "
                "CONFIG --precompute.overwrite true`, or point [data] store at a store made for them");
 }
 
@@ -117,7 +119,8 @@ StoreBatch StoreReader::read_batch(const std::vector<int64_t>& rows, const Store
   batch.rows = rows;
   batch.moments = torch::empty({b, 2 * s[0], s[1], s[2], s[3]}, f32);  // [B, 2C, F', h, w]
   if (options.image_moments) batch.image_moments = torch::empty({b, 2 * s[0], 1, s[2], s[3]}, f32);
-  if (options.prompt_embeds) batch.prompt_embeds = torch::empty({b, header().max_text_length, header().text_embed_dim}, f32);
+  if (options.prompt_embeds)
+    batch.prompt_embeds = torch::empty({b, header().max_text_length, header().text_embed_dim}, f32);
   if (options.images) batch.images = torch::empty({b, 3, header().height, header().width}, torch::kUInt8);
   // One read per row: a row is one chunk, so a contiguous-run read would touch the same chunks.
   for (int64_t k = 0; k < b; ++k) {
@@ -157,9 +160,8 @@ void BatchPrefetcher::enqueue(std::vector<int64_t> rows) {
 void BatchPrefetcher::run() {
   std::unique_lock<std::mutex> lock(mutex_);
   while (true) {
-    changed_.wait(lock, [&] {
-      return stopping_ || (!requests_.empty() && results_.size() < static_cast<size_t>(depth_));
-    });
+    changed_.wait(lock,
+                  [&] { return stopping_ || (!requests_.empty() && results_.size() < static_cast<size_t>(depth_)); });
     if (stopping_) return;
     const std::vector<int64_t> rows = requests_.front();
     lock.unlock();
@@ -206,8 +208,8 @@ StoreBatch BatchPrefetcher::next(double* wait_seconds) {
   if (wait_seconds != nullptr)
     *wait_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!result.error) return std::move(result.batch);
-  const std::string context = detail::concat("reading the batch of store rows ", rows_text(result.batch.rows),
-                                             " from ", reader_.path().string(), " failed: ");
+  const std::string context = detail::concat("reading the batch of store rows ", rows_text(result.batch.rows), " from ",
+                                             reader_.path().string(), " failed: ");
   try {
     std::rethrow_exception(result.error);
   } catch (const ConfigError& e) {

@@ -97,8 +97,10 @@ VideoReader::VideoReader(const std::filesystem::path& file, const VideoReaderOpt
   const int64_t start = pts[0] == AV_NOPTS_VALUE ? 0 : pts[0];
   for (size_t i = 0; i < pts.size(); ++i) {
     double t = pts[i] == AV_NOPTS_VALUE ? -1.0 : (pts[i] - start) * time_base;
-    if (i == 0) t = 0;
-    else if (!(t > timestamps_.back())) t = timestamps_.back() + nominal_step;
+    if (i == 0)
+      t = 0;
+    else if (!(t > timestamps_.back()))
+      t = timestamps_.back() + nominal_step;
     timestamps_.push_back(t);
   }
 
@@ -106,8 +108,8 @@ VideoReader::VideoReader(const std::filesystem::path& file, const VideoReaderOpt
   info_.frame_count = static_cast<int64_t>(decoded_->frames.size());
   info_.fps = average_fps(stream, timestamps_);
   const double last_duration = durations.back() > 0 ? durations.back() * time_base
-                               : info_.fps > 0     ? 1.0 / info_.fps
-                                                   : nominal_step;
+                               : info_.fps > 0      ? 1.0 / info_.fps
+                                                    : nominal_step;
   info_.duration = timestamps_.back() + last_duration;
   info_.rotation = display_rotation(stream);
   const bool swapped = info_.rotation % 180 != 0;
@@ -132,7 +134,7 @@ torch::Tensor VideoReader::frames(const std::vector<int64_t>& indices, int64_t o
   const int coded_width = static_cast<int>(swapped ? out_height : out_width);
   const int coded_height = static_cast<int>(swapped ? out_width : out_height);
   auto out = torch::empty({static_cast<int64_t>(indices.size()), out_height, out_width, 3}, torch::kUInt8);
-  std::unordered_map<int64_t, int64_t> first_row;  // frame index -> first row of `out` holding it
+  std::unordered_map<int64_t, int64_t> first_row;     // frame index -> first row of `out` holding it
   std::vector<std::pair<int64_t, int64_t>> distinct;  // (frame index, row) to convert
   for (size_t row = 0; row < indices.size(); ++row) {
     const int64_t index = indices[row];
@@ -141,28 +143,30 @@ torch::Tensor VideoReader::frames(const std::vector<int64_t>& indices, int64_t o
     if (!first_row.emplace(index, static_cast<int64_t>(row)).second) continue;
     const AVFrame& frame = *decoded_->frames[index];
     // A stream may change size midway (rare; legal in some codecs): the clip keeps the first size.
-    CVX_CHECK_AS(FormatError, frame.width == decoded_->frames.front()->width &&
-                                  frame.height == decoded_->frames.front()->height,
-                 "video ", file_.string(), " changes frame size at frame ", index, " (", frame.width, "x", frame.height,
-                 ")");
+    CVX_CHECK_AS(
+        FormatError, frame.width == decoded_->frames.front()->width && frame.height == decoded_->frames.front()->height,
+        "video ", file_.string(), " changes frame size at frame ", index, " (", frame.width, "x", frame.height, ")");
     distinct.emplace_back(index, static_cast<int64_t>(row));
   }
   // The conversion (and scaling) costs about as much as decoding: frames are spread over torch's
   // threads, each with its own swscale context (one context is not safe to share).
-  parallel_chunks(static_cast<int64_t>(distinct.size()), 1, [&](int64_t begin, int64_t end) {
-    av::Sws sws;
-    for (int64_t k = begin; k < end; ++k) {
-      const auto [index, row] = distinct[static_cast<size_t>(k)];
-      const AVFrame& frame = *decoded_->frames[index];
-      if (info_.rotation == 0) {
-        av::frame_to_rgb_into(frame, sws, file_, coded_width, coded_height, out[row].data_ptr<uint8_t>());
-        continue;
-      }
-      const auto rgb = av::frame_to_rgb(frame, sws, file_, coded_width, coded_height);  // [h, w, 3] as coded
-      // torch::rot90 turns counter-clockwise for positive k.
-      out[row].copy_(torch::rot90(rgb, -info_.rotation / 90, {0, 1}));
-    }
-  }, threads_);
+  parallel_chunks(
+      static_cast<int64_t>(distinct.size()), 1,
+      [&](int64_t begin, int64_t end) {
+        av::Sws sws;
+        for (int64_t k = begin; k < end; ++k) {
+          const auto [index, row] = distinct[static_cast<size_t>(k)];
+          const AVFrame& frame = *decoded_->frames[index];
+          if (info_.rotation == 0) {
+            av::frame_to_rgb_into(frame, sws, file_, coded_width, coded_height, out[row].data_ptr<uint8_t>());
+            continue;
+          }
+          const auto rgb = av::frame_to_rgb(frame, sws, file_, coded_width, coded_height);  // [h, w, 3] as coded
+          // torch::rot90 turns counter-clockwise for positive k.
+          out[row].copy_(torch::rot90(rgb, -info_.rotation / 90, {0, 1}));
+        }
+      },
+      threads_);
   for (size_t row = 0; row < indices.size(); ++row) {
     const int64_t first = first_row.at(indices[row]);
     if (first != static_cast<int64_t>(row)) out[static_cast<int64_t>(row)].copy_(out[first]);

@@ -97,8 +97,8 @@ void write_video(const std::filesystem::path& file, const torch::Tensor& frames_
     yuv->width = width;
     yuv->height = height;
     CVX_AV(av_frame_get_buffer(yuv.get(), 0));
-    av::Sws sws(sws_getContext(width, height, AV_PIX_FMT_RGB24, width, height, AV_PIX_FMT_YUV420P, SWS_BICUBIC,
-                               nullptr, nullptr, nullptr));
+    av::Sws sws(sws_getContext(width, height, AV_PIX_FMT_RGB24, width, height, AV_PIX_FMT_YUV420P, SWS_BICUBIC, nullptr,
+                               nullptr, nullptr));
     CVX_CHECK_AS(SystemError, sws != nullptr, "write_video: cannot set up the RGB -> YUV conversion");
     for (int64_t i = 0; i < frames.size(0); ++i) {
       CVX_AV(av_frame_make_writable(yuv.get()));

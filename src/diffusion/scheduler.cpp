@@ -112,13 +112,15 @@ std::vector<int64_t> CogVideoXScheduler::set_timesteps(int64_t steps) {
     const double ratio = static_cast<double>(n) / static_cast<double>(steps);
     const auto length = static_cast<int64_t>(std::ceil((0.0 - static_cast<double>(n)) / -ratio));
     for (int64_t i = 0; i < length; ++i)
-      out.push_back(static_cast<int64_t>(round_half_even(static_cast<double>(n) + static_cast<double>(i) * -ratio)) - 1);
+      out.push_back(static_cast<int64_t>(round_half_even(static_cast<double>(n) + static_cast<double>(i) * -ratio)) -
+                    1);
   } else if (config_.timestep_spacing == "leading") {
     const int64_t ratio = n / steps;
     for (int64_t i = steps - 1; i >= 0; --i) out.push_back(i * ratio + config_.steps_offset);
   } else {  // linspace
     const auto grid = torch::linspace(0.0, static_cast<double>(n - 1), steps, torch::kFloat64);
-    for (int64_t i = steps - 1; i >= 0; --i) out.push_back(static_cast<int64_t>(round_half_even(grid[i].item<double>())));
+    for (int64_t i = steps - 1; i >= 0; --i)
+      out.push_back(static_cast<int64_t>(round_half_even(grid[i].item<double>())));
   }
   num_inference_steps_ = steps;
   return out;
@@ -189,8 +191,8 @@ CogVideoXScheduler::StepOutput CogVideoXScheduler::ddim_step(const torch::Tensor
 
 CogVideoXScheduler::StepOutput CogVideoXScheduler::dpm_step(const torch::Tensor& model_output,
                                                             const std::optional<torch::Tensor>& old_x0, int64_t t,
-                                                            std::optional<int64_t> t_back,
-                                                            const torch::Tensor& sample, const NoiseFn& noise) const {
+                                                            std::optional<int64_t> t_back, const torch::Tensor& sample,
+                                                            const NoiseFn& noise) const {
   const auto c = coefficients(t, t_back);
   const auto x0 = predict_x0(c.alpha_prod_t, model_output, sample);
   const auto first = noise(sample);

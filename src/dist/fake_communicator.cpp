@@ -63,8 +63,10 @@ WorkPtr FakeCommunicator::broadcast(const torch::Tensor& tensor, int root) {
 }
 
 std::unique_ptr<Communicator> FakeCommunicator::split(int color, int key, const std::string& group) {
-  CVX_THROW("split on ", name(), ": a fake world has no peers to split with (their colors are unknown); construct a "
-            "FakeCommunicator with this rank's rank and size in group ", quote(group), " instead");
+  CVX_THROW("split on ", name(),
+            ": a fake world has no peers to split with (their colors are unknown); construct a "
+            "FakeCommunicator with this rank's rank and size in group ",
+            quote(group), " instead");
 }
 
 }  // namespace cvx

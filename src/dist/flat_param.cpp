@@ -20,7 +20,9 @@ torch::Dtype layout_dtype(const std::string& name, const std::string& source) {
 
 }  // namespace
 
-std::string FlatLayout::group_name() const { return std::string(trainable ? "trainable." : "frozen.") + dtype_name(dtype); }
+std::string FlatLayout::group_name() const {
+  return std::string(trainable ? "trainable." : "frozen.") + dtype_name(dtype);
+}
 
 FlatLayout make_flat_layout(const std::vector<FlatEntry>& entries, torch::Dtype dtype, bool trainable, int world_size,
                             int64_t alignment) {
@@ -44,8 +46,8 @@ FlatLayout make_flat_layout(const std::vector<FlatEntry>& entries, torch::Dtype 
 }
 
 nlohmann::json FlatLayout::to_json() const {
-  nlohmann::json out{{"dtype", dtype_name(dtype)}, {"trainable", trainable},       {"world_size", world_size},
-                     {"alignment", alignment},     {"numel", numel},               {"padded_numel", padded_numel},
+  nlohmann::json out{{"dtype", dtype_name(dtype)},  {"trainable", trainable}, {"world_size", world_size},
+                     {"alignment", alignment},      {"numel", numel},         {"padded_numel", padded_numel},
                      {"shard_numel", shard_numel()}};
   out["entries"] = nlohmann::json::array();
   for (const auto& e : entries)
@@ -118,7 +120,8 @@ FlatParamUnit::FlatParamUnit(const ShardingUnit& unit, const MixedPrecisionPolic
       const auto options = torch::TensorOptions().dtype(dtype).device(device_);
       g.shard = torch::zeros({g.layout.shard_numel()}, options);
       if (trainable) {
-        g.master = dtype == torch::kFloat32 ? g.shard : torch::zeros({g.layout.shard_numel()}, options.dtype(torch::kFloat32));
+        g.master =
+            dtype == torch::kFloat32 ? g.shard : torch::zeros({g.layout.shard_numel()}, options.dtype(torch::kFloat32));
         g.grad = torch::zeros({g.layout.shard_numel()}, options.dtype(policy.reduce_dtype));
       }
       g.full = sharded_ ? unmaterialized_tensor({g.layout.padded_numel}, options) : g.shard;

@@ -69,8 +69,9 @@ FsdpEngine::FsdpEngine(std::vector<ShardingUnit> units, Communicator& shard_grou
   for (auto& unit : units_) trainable_tensors_.push_back(trainable_tensors(unit));
   for (const auto& unit : units) {
     if (unit.module == nullptr) continue;
-    lock_module_structure(*unit.module, "flattened by the sharding engine (its parameters are views into the "
-                                        "engine's buffers)");
+    lock_module_structure(*unit.module,
+                          "flattened by the sharding engine (its parameters are views into the "
+                          "engine's buffers)");
     locked_.push_back(unit.module);
   }
   if (!options.allocate) return;
@@ -89,12 +90,11 @@ std::vector<torch::Tensor> FsdpEngine::trainable_tensors(const FlatParamUnit& un
   return out;
 }
 
-bool FsdpEngine::sharded() const {
-  return options_.strategy != ShardingStrategy::none && shard_group_.size() > 1;
-}
+bool FsdpEngine::sharded() const { return options_.strategy != ShardingStrategy::none && shard_group_.size() > 1; }
 
 void FsdpEngine::check_allocated(const char* what) const {
-  CVX_CHECK(options_.allocate, "sharding engine: ", what, " needs an engine with allocated shards (this one only plans "
+  CVX_CHECK(options_.allocate, "sharding engine: ", what,
+            " needs an engine with allocated shards (this one only plans "
             "layouts: allocate = false)");
 }
 
@@ -140,10 +140,10 @@ ShardLoadReport FsdpEngine::load(const TensorSource& source, const std::string& 
   for (const auto& name : source.names())
     if (name.compare(0, prefix.size(), prefix) == 0 && !listed.count(name)) report.unexpected.push_back(name);
   if (!report.missing.empty() || !report.mismatched.empty() || !report.unexpected.empty()) {
-    CVX_THROW_AS(FormatError, "weights in ", source.description(), " do not match the sharded model: ",
-                 report.missing.size(), " missing", report.missing.empty() ? "" : " (" + list_some(report.missing) + ")",
-                 ", ", report.mismatched.size(), " mismatched",
-                 report.mismatched.empty() ? "" : " (" + list_some(report.mismatched) + ")", ", ",
+    CVX_THROW_AS(FormatError, "weights in ", source.description(),
+                 " do not match the sharded model: ", report.missing.size(), " missing",
+                 report.missing.empty() ? "" : " (" + list_some(report.missing) + ")", ", ", report.mismatched.size(),
+                 " mismatched", report.mismatched.empty() ? "" : " (" + list_some(report.mismatched) + ")", ", ",
                  report.unexpected.size(), " unexpected",
                  report.unexpected.empty() ? "" : " (" + list_some(report.unexpected) + ")");
   }
@@ -259,7 +259,8 @@ void FsdpEngine::complete_oldest_reduction() {
   PendingReduction p = std::move(pending_.front());
   pending_.pop_front();
   if (p.work) p.work->wait();
-  if (replicate_group_ != nullptr && replicate_group_->size() > 1) replicate_group_->all_reduce(p.out, ReduceOp::avg)->wait();
+  if (replicate_group_ != nullptr && replicate_group_->size() > 1)
+    replicate_group_->all_reduce(p.out, ReduceOp::avg)->wait();
   torch::NoGradGuard no_grad;
   p.target.add_(p.out.to(p.target.scalar_type()));
 }
@@ -306,7 +307,8 @@ std::vector<FsdpEngine::TrainableShard> FsdpEngine::trainable_shards() {
 }
 
 void FsdpEngine::zero_grad() {
-  CVX_CHECK(pending_.empty() && !backward_unfinished_, "sharding engine: zero_grad() after a backward pass without "
+  CVX_CHECK(pending_.empty() && !backward_unfinished_,
+            "sharding engine: zero_grad() after a backward pass without "
             "finish_backward() (its gradient reductions would be lost)");
   for (auto& unit : units_) unit.zero_grad();
 }

@@ -15,26 +15,30 @@ std::vector<MemoryLine> engine_memory_lines(const EngineMemory& m, const FsdpOpt
   std::vector<MemoryLine> lines;
   lines.push_back({"frozen shards", c + " B x Ψf / N = " + c + " x " + pf + " / " + n, m.frozen_shards});
   if (m.trainable_shards > 0)
-    lines.push_back({"trainable compute copies", c + " B x Ψt / N = " + c + " x " + pt + " / " + n, m.trainable_shards});
+    lines.push_back(
+        {"trainable compute copies", c + " B x Ψt / N = " + c + " x " + pt + " / " + n, m.trainable_shards});
   lines.push_back({"fp32 master shards", "4 B x Ψt / N = 4 x " + pt + " / " + n, m.masters});
-  lines.push_back({"gradient shards (" + m.reduce_dtype + ")", r + " B x Ψt / N = " + r + " x " + pt + " / " + n, m.grads});
+  lines.push_back(
+      {"gradient shards (" + m.reduce_dtype + ")", r + " B x Ψt / N = " + r + " x " + pt + " / " + n, m.grads});
   lines.push_back({"AdamW moments", "8 B x Ψt / N = 8 x " + pt + " / " + n, m.optimizer});
   if (sharded) {
-    lines.push_back({"persistent units, gathered", c + " B x R = " + c + " x " + grouped_digits(m.persistent_padded), m.persistent_full});
+    lines.push_back({"persistent units, gathered", c + " B x R = " + c + " x " + grouped_digits(m.persistent_padded),
+                     m.persistent_full});
     if (m.strategy == ShardingStrategy::full) {
       const std::string k = options.prefetch ? "2" : "1";
       lines.push_back({"gathered units (" + m.largest_unit + (options.prefetch ? " + prefetch)" : ")"),
                        k + " x " + c + " B x U = " + k + " x " + c + " x " + grouped_digits(m.largest_unit_padded),
                        m.unsharded_peak});
     } else {
-      lines.push_back({"gathered units (all, ZeRO-2)", c + " B x ΣU = " + c + " x " + grouped_digits(m.runner_units_padded),
-                       m.unsharded_peak});
+      lines.push_back({"gathered units (all, ZeRO-2)",
+                       c + " B x ΣU = " + c + " x " + grouped_digits(m.runner_units_padded), m.unsharded_peak});
     }
   }
   const std::string k = std::to_string(options.max_pending_reductions + 1);
-  lines.push_back({"gradient buffers in flight",
-                   k + " x " + r + " B x Ut = " + k + " x " + r + " x " + grouped_digits(m.largest_unit_trainable_padded),
-                   m.gradient_buffers});
+  lines.push_back(
+      {"gradient buffers in flight",
+       k + " x " + r + " B x Ut = " + k + " x " + r + " x " + grouped_digits(m.largest_unit_trainable_padded),
+       m.gradient_buffers});
   return lines;
 }
 

@@ -112,8 +112,7 @@ class MpiWork final : public Work {
 };
 
 // The completion step of a reduction that ran in `reduced` ([S], the wire type) for `out`.
-std::function<void()> finish_reduction(const torch::Tensor& reduced, const torch::Tensor& out, ReduceOp op,
-                                       int size) {
+std::function<void()> finish_reduction(const torch::Tensor& reduced, const torch::Tensor& out, ReduceOp op, int size) {
   const bool divide = op == ReduceOp::avg && size > 1;
   const bool round_back = !reduced.is_same(out);
   if (!divide && !round_back) return nullptr;
@@ -132,8 +131,8 @@ torch::Tensor widened(const torch::Tensor& tensor) {
 
 MpiCommunicator::MpiCommunicator(MPI_Comm comm, const std::string& group, CommunicatorOptions options)
     : Communicator("mpi:" + group, options) {
-  CVX_CHECK_AS(ConfigError, options.timeout_s > 0, "communicator ", name(), ": the collective timeout must be > 0 s (got ",
-               options.timeout_s, ")");
+  CVX_CHECK_AS(ConfigError, options.timeout_s > 0, "communicator ", name(),
+               ": the collective timeout must be > 0 s (got ", options.timeout_s, ")");
   CVX_CHECK(comm != MPI_COMM_NULL, "communicator ", name(), ": MPI_COMM_NULL given");
   CVX_MPI(MPI_Comm_dup(comm, &comm_));
   CVX_MPI(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
@@ -193,8 +192,8 @@ WorkPtr MpiCommunicator::all_reduce(const torch::Tensor& tensor, ReduceOp op) {
   const int n = mpi_count(*this, collective, tensor.numel());
   const torch::Tensor buffer = widened(tensor);
   MPI_Request request;
-  CVX_MPI(MPI_Iallreduce(MPI_IN_PLACE, buffer.data_ptr(), n, mpi_type(buffer.scalar_type()), mpi_op(op), comm_,
-                         &request));
+  CVX_MPI(
+      MPI_Iallreduce(MPI_IN_PLACE, buffer.data_ptr(), n, mpi_type(buffer.scalar_type()), mpi_op(op), comm_, &request));
   count(CommStats::all_reduce, tensor.nbytes());
   return std::make_shared<MpiWork>(WorkInfo{collective, tensor.nbytes(), rank_, size_, name(), options_.timeout_s},
                                    request, std::vector<torch::Tensor>{tensor, buffer},

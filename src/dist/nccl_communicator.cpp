@@ -288,7 +288,8 @@ class NcclCommunicator final : public Communicator {
         wake_.wait_for(lock, std::chrono::milliseconds(100));
         ncclResult_t async = ncclSuccess;
         CVX_NCCL(ncclCommGetAsyncError(comm_, &async));
-        if (async != ncclSuccess) fail(detail::concat("NCCL reported an asynchronous error (", nccl_error_string(async), ")"));
+        if (async != ncclSuccess)
+          fail(detail::concat("NCCL reported an asynchronous error (", nccl_error_string(async), ")"));
         const auto now = Clock::now();
         for (auto it = pending_.begin(); it != pending_.end();) {
           Pending& p = **it;
@@ -299,7 +300,7 @@ class NcclCommunicator final : public Communicator {
             const double age_s = std::chrono::duration<double>(now - p.start).count();
             if (!p.finished && age_s > options_.timeout_s) {
               fail(detail::concat(p.collective, " of ", p.bytes, " bytes timed out after ", options_.timeout_s,
-                          " s (a peer is dead or stuck)"));
+                                  " s (a peer is dead or stuck)"));
             }
           }
           if (p.finished && p.claimed) {

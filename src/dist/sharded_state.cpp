@@ -214,7 +214,8 @@ void gather_full_state(FsdpEngine& engine,
         group.all_gather(local, full)->wait();
       }
       if (group.rank() == 0)
-        for (const auto& entry : g.layout.entries) sink(entry.name, full.narrow(0, entry.offset, entry.numel).view(entry.shape));
+        for (const auto& entry : g.layout.entries)
+          sink(entry.name, full.narrow(0, entry.offset, entry.numel).view(entry.shape));
     }
   }
 }

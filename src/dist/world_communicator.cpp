@@ -15,14 +15,15 @@ std::string resolve_backend(const std::string& backend, const torch::Device& dev
                  "rebuild against a CUDA libtorch with NCCL (README: Building on a GPU cluster) or use backend = mpi");
     return "nccl";
   }
-  CVX_CHECK_AS(ConfigError, backend == "mpi", "[parallel] backend must be auto, nccl or mpi (got ", quote(backend), ")");
+  CVX_CHECK_AS(ConfigError, backend == "mpi", "[parallel] backend must be auto, nccl or mpi (got ", quote(backend),
+               ")");
   CVX_CHECK_AS(ConfigError, !device.is_cuda(), "[parallel] backend = mpi moves CPU tensors only, but this rank ",
                "computes on ", device.str(), "; use backend = nccl (or auto)");
   return "mpi";
 }
 
-std::unique_ptr<Communicator> make_communicator(const ParallelConfig& config, MPI_Comm comm, const torch::Device& device,
-                                                const std::string& group) {
+std::unique_ptr<Communicator> make_communicator(const ParallelConfig& config, MPI_Comm comm,
+                                                const torch::Device& device, const std::string& group) {
   CommunicatorOptions options;
   options.timeout_s = static_cast<double>(config.timeout_s);
   if (resolve_backend(config.backend, device) == "nccl")

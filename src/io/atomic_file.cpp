@@ -54,7 +54,8 @@ std::filesystem::path temp_path_for(const std::filesystem::path& target) {
 void fsync_directory(const std::filesystem::path& dir) {
   const std::filesystem::path folder = dir.empty() ? std::filesystem::path(".") : dir;
   const int fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  CVX_CHECK_AS(SystemError, fd >= 0, "cannot open folder ", quote(folder.string()), " to sync it: ", std::strerror(errno));
+  CVX_CHECK_AS(SystemError, fd >= 0, "cannot open folder ", quote(folder.string()),
+               " to sync it: ", std::strerror(errno));
   const int sync_rc = ::fsync(fd);
   const int sync_errno = errno;
   ::close(fd);

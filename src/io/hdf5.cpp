@@ -49,9 +49,7 @@ Id fixed_string_type(size_t width) {
   return type;
 }
 
-bool has_attribute(hid_t object, const std::string& name) {
-  return CVX_H5(H5Aexists(object, name.c_str())) > 0;
-}
+bool has_attribute(hid_t object, const std::string& name) { return CVX_H5(H5Aexists(object, name.c_str())) > 0; }
 
 namespace {
 void write_raw_attribute(hid_t object, const std::string& name, hid_t type, const Id& space, const void* data) {
@@ -87,8 +85,8 @@ void write_attribute(hid_t object, const std::string& name, const std::vector<in
 std::string read_string_attribute(hid_t object, const std::string& name) {
   const Id attribute = open_attribute(object, name);
   const Id stored = type_id(CVX_H5(H5Aget_type(attribute)));
-  CVX_CHECK_AS(FormatError, H5Tget_class(stored) == H5T_STRING && CVX_H5(H5Tis_variable_str(stored)) == 0,
-               "attribute ", quote(name), " is not a fixed-size string");
+  CVX_CHECK_AS(FormatError, H5Tget_class(stored) == H5T_STRING && CVX_H5(H5Tis_variable_str(stored)) == 0, "attribute ",
+               quote(name), " is not a fixed-size string");
   const size_t width = H5Tget_size(stored);
   std::string value(width, '\0');
   const Id memory = fixed_string_type(width);
@@ -133,8 +131,8 @@ std::pair<Id, Id> row_selection(hid_t dataset, int64_t row, int64_t count) {
   const int rank = CVX_H5(H5Sget_simple_extent_ndims(file_space));
   std::vector<hsize_t> dims(static_cast<size_t>(rank));
   CVX_H5(H5Sget_simple_extent_dims(file_space, dims.data(), nullptr));
-  CVX_CHECK(rank >= 1 && row >= 0 && count >= 0 && static_cast<hsize_t>(row + count) <= dims[0], "rows [", row,
-            ", ", row + count, ") out of range for a dataset of ", rank >= 1 ? dims[0] : 0, " rows");
+  CVX_CHECK(rank >= 1 && row >= 0 && count >= 0 && static_cast<hsize_t>(row + count) <= dims[0], "rows [", row, ", ",
+            row + count, ") out of range for a dataset of ", rank >= 1 ? dims[0] : 0, " rows");
   std::vector<hsize_t> start(dims.size(), 0), extent = dims;
   start[0] = static_cast<hsize_t>(row);
   extent[0] = static_cast<hsize_t>(count);

@@ -99,7 +99,7 @@ ModelFolder ModelFolder::open(const fs::path& dir) {
 
 std::string ModelFolder::class_name() const {
   return index_.contains("_class_name") && index_["_class_name"].is_string() ? index_["_class_name"].get<std::string>()
-                                                                            : "";
+                                                                             : "";
 }
 
 bool ModelFolder::has(const std::string& name) const {
@@ -148,7 +148,8 @@ LoadReport load_state(torch::nn::Module& module, const TensorSource& source, con
     }
     if ((options.dtype && target.scalar_type() != *options.dtype) || !is_materialized(target)) {
       // (Re-)allocate this one tensor in the wanted dtype; old storage is freed right away.
-      target.set_data(torch::empty(target.sizes(), target.options().dtype(options.dtype.value_or(target.scalar_type()))));
+      target.set_data(
+          torch::empty(target.sizes(), target.options().dtype(options.dtype.value_or(target.scalar_type()))));
     }
     target.copy_(source.tensor(key));
     ++report.num_loaded;

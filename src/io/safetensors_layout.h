@@ -42,9 +42,9 @@ FileLayout lay_out_file(std::vector<PlannedTensor> tensors, const std::map<std::
                         const std::string& where);
 
 struct ShardSplit {
-  std::vector<std::string> files;                  // file names inside the folder
-  std::vector<std::vector<size_t>> members;        // per file: positions in the planned list
-  std::string index_json;                          // empty when everything fits in one file
+  std::vector<std::string> files;            // file names inside the folder
+  std::vector<std::vector<size_t>> members;  // per file: positions in the planned list
+  std::string index_json;                    // empty when everything fits in one file
 };
 
 // The split of save_safetensors_sharded (see there); `base` must be a plain file name.

@@ -58,8 +58,8 @@ void SafetensorsStreamWriter::write_part(const std::string& name, int64_t elemen
   CVX_CHECK(it != index_.end(), where(), "tensor ", quote(name), " is not declared");
   Slot& slot = slots_[it->second];
   CVX_CHECK(part.defined(), where(), "tensor ", quote(name), " is given undefined");
-  CVX_CHECK(part.layout() == torch::kStrided, where(), "tensor ", quote(name), " is given with layout ",
-            part.layout(), "; only dense tensors can be saved");
+  CVX_CHECK(part.layout() == torch::kStrided, where(), "tensor ", quote(name), " is given with layout ", part.layout(),
+            "; only dense tensors can be saved");
   CVX_CHECK(part.scalar_type() == slot.dtype, where(), "tensor ", quote(name), " is declared ", slot.dtype,
             " but given ", part.scalar_type());
 
@@ -67,9 +67,9 @@ void SafetensorsStreamWriter::write_part(const std::string& name, int64_t elemen
   const int64_t n = part.numel();
   int64_t end = 0;
   if (__builtin_add_overflow(element_offset, n, &end)) end = INT64_MAX;  // only for the message
-  CVX_CHECK(element_offset >= 0 && element_offset <= total && n <= total - element_offset, where(),
-            "elements [", element_offset, ", ", end, ") of tensor ", quote(name), " are outside its ", total,
-            " elements (shape ", c10::IntArrayRef(slot.planned.shape), ")");
+  CVX_CHECK(element_offset >= 0 && element_offset <= total && n <= total - element_offset, where(), "elements [",
+            element_offset, ", ", end, ") of tensor ", quote(name), " are outside its ", total, " elements (shape ",
+            c10::IntArrayRef(slot.planned.shape), ")");
   if (n == 0) return;
   // The range written last before `end` is the only one that can overlap [element_offset, end).
   auto next = slot.written.lower_bound(end);

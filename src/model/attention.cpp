@@ -41,16 +41,14 @@ struct MathAttention : public torch::autograd::Function<MathAttention> {
     const auto sizes = grad_outputs[0].sizes().vec();
     const auto d_out = grad_outputs[0].contiguous().view(out.sizes());
     const auto d_v = at::bmm(probs.transpose(1, 2), d_out);
-    auto d_scores = at::bmm(d_out, v3.transpose(1, 2));                // dP
-    const auto delta = (d_out * out).sum(-1, /*keepdim=*/true);         // rowsum(dP * P)
-    d_scores.sub_(delta).mul_(probs);                                   // dS
+    auto d_scores = at::bmm(d_out, v3.transpose(1, 2));          // dP
+    const auto delta = (d_out * out).sum(-1, /*keepdim=*/true);  // rowsum(dP * P)
+    d_scores.sub_(delta).mul_(probs);                            // dS
     auto d_q = torch::empty_like(q3);
     at::baddbmm_out(d_q, d_q, d_scores, k3, 0, scale);
     auto d_k = torch::empty_like(k3);
     at::baddbmm_out(d_k, d_k, d_scores.transpose(1, 2), q3, 0, scale);
-    auto shape_of = [&](const torch::Tensor& t, int64_t len) {
-      return t.view({sizes[0], sizes[1], len, sizes[3]});
-    };
+    auto shape_of = [&](const torch::Tensor& t, int64_t len) { return t.view({sizes[0], sizes[1], len, sizes[3]}); };
     return {shape_of(d_q, q3.size(1)), shape_of(d_k, k3.size(1)), shape_of(d_v, v3.size(1))};
   }
 };

@@ -15,7 +15,8 @@ using Layers = std::vector<std::pair<std::string, std::shared_ptr<LoRALinearImpl
 
 }  // namespace
 
-std::vector<std::pair<std::string, std::shared_ptr<LoRALinearImpl>>> adapted_lora_linears(const torch::nn::Module& root) {
+std::vector<std::pair<std::string, std::shared_ptr<LoRALinearImpl>>> adapted_lora_linears(
+    const torch::nn::Module& root) {
   Layers out;
   for (auto& entry : lora_linears(root))
     if (entry.second->has_lora()) out.push_back(std::move(entry));
@@ -34,7 +35,8 @@ std::string describe_layers(const Layers& layers) {
     // The last component, or the last two when the last is a list index ("to_out.0").
     const auto dot = name.rfind('.');
     std::string leaf = dot == std::string::npos ? name : name.substr(dot + 1);
-    if (dot != std::string::npos && !leaf.empty() && std::all_of(leaf.begin(), leaf.end(), [](unsigned char c) { return std::isdigit(c) != 0; })) {
+    if (dot != std::string::npos && !leaf.empty() &&
+        std::all_of(leaf.begin(), leaf.end(), [](unsigned char c) { return std::isdigit(c) != 0; })) {
       const auto prev = name.rfind('.', dot - 1);
       leaf = prev == std::string::npos ? name : name.substr(prev + 1);
     }

@@ -12,8 +12,8 @@
 #include "cvx/core/error.h"
 #include "cvx/core/format_double.h"
 #include "cvx/core/log.h"
-#include "cvx/model/lora.h"
 #include "cvx/core/shape.h"
+#include "cvx/model/lora.h"
 
 namespace cvx {
 namespace fs = std::filesystem;
@@ -22,7 +22,7 @@ namespace {
 using Layers = std::vector<std::pair<std::string, std::shared_ptr<LoRALinearImpl>>>;
 
 const std::string kComponentPrefix = "transformer.";
-const std::string kPeftModelPrefix = "base_model.model.";  // PeftModel.save_pretrained on the bare transformer
+const std::string kPeftModelPrefix = "base_model.model.";         // PeftModel.save_pretrained on the bare transformer
 const std::string kAdapterMetadataKey = "lora_adapter_metadata";  // diffusers' LORA_ADAPTER_METADATA_KEY
 const std::string kSuffixA = ".lora_A.weight";
 const std::string kSuffixB = ".lora_B.weight";
@@ -38,8 +38,6 @@ void replace_all(std::string& s, const std::string& from, const std::string& to)
   for (size_t pos = s.find(from); pos != std::string::npos; pos = s.find(from, pos + to.size()))
     s.replace(pos, from.size(), to);
 }
-
-
 
 // The most frequent value; ties go to the smaller one.
 int64_t most_common(const std::vector<int64_t>& values) {
@@ -60,11 +58,16 @@ int64_t most_common(const std::vector<int64_t>& values) {
 // pattern of UNET_TO_DIFFUSERS, as convert_state_dict applies them).
 std::string convert_legacy_name(const std::string& name) {
   static const std::pair<const char*, const char*> kPatterns[] = {
-      {".to_out_lora.up", ".to_out.0.lora_B"}, {".to_out_lora.down", ".to_out.0.lora_A"},
-      {".to_q_lora.down", ".to_q.lora_A"},     {".to_q_lora.up", ".to_q.lora_B"},
-      {".to_k_lora.down", ".to_k.lora_A"},     {".to_k_lora.up", ".to_k.lora_B"},
-      {".to_v_lora.down", ".to_v.lora_A"},     {".to_v_lora.up", ".to_v.lora_B"},
-      {".lora.up", ".lora_B"},                 {".lora.down", ".lora_A"},
+      {".to_out_lora.up", ".to_out.0.lora_B"},
+      {".to_out_lora.down", ".to_out.0.lora_A"},
+      {".to_q_lora.down", ".to_q.lora_A"},
+      {".to_q_lora.up", ".to_q.lora_B"},
+      {".to_k_lora.down", ".to_k.lora_A"},
+      {".to_k_lora.up", ".to_k.lora_B"},
+      {".to_v_lora.down", ".to_v.lora_A"},
+      {".to_v_lora.up", ".to_v.lora_B"},
+      {".lora.up", ".lora_B"},
+      {".lora.down", ".lora_A"},
   };
   std::string key = "." + name;  // the patterns start with '.', also for a top-level module
   replace_all(key, ".processor.", ".");
@@ -81,7 +84,7 @@ std::string convert_legacy_name(const std::string& name) {
 struct AlphaRule {
   std::string source;
   bool folded = false;
-  std::optional<double> alpha;  // nullopt: alpha = the module's rank (scale 1)
+  std::optional<double> alpha;                          // nullopt: alpha = the module's rank (scale 1)
   std::vector<std::pair<std::string, double>> pattern;  // PEFT alpha_pattern, by target suffix
   bool rslora = false;
 
@@ -107,10 +110,11 @@ AlphaRule alpha_rule(const std::map<std::string, std::string>& metadata, const s
       rule.folded = true;
       return rule;
     }
-    CVX_CHECK_AS(FormatError, it->second == "false", where, ": metadata cvx.alpha_folded must be \"true\" or \"false\", got ",
-                 quote(it->second));
+    CVX_CHECK_AS(FormatError, it->second == "false", where,
+                 ": metadata cvx.alpha_folded must be \"true\" or \"false\", got ", quote(it->second));
     const auto alpha = metadata.find("cvx.lora_alpha");
-    CVX_CHECK_AS(FormatError, alpha != metadata.end(), where, ": metadata has cvx.alpha_folded = false but no cvx.lora_alpha");
+    CVX_CHECK_AS(FormatError, alpha != metadata.end(), where,
+                 ": metadata has cvx.alpha_folded = false but no cvx.lora_alpha");
     char* end = nullptr;
     const double value = std::strtod(alpha->second.c_str(), &end);
     CVX_CHECK_AS(FormatError, !alpha->second.empty() && *end == '\0' && std::isfinite(value), where,
@@ -208,8 +212,8 @@ void save_lora_diffusers(const fs::path& file, const torch::nn::Module& root, to
       if (!values) return held.detach();
       const auto it = values->find(module + suffix);
       CVX_CHECK(it != values->end(), "LoRA export of ", file.string(), ": no value given for ", module + suffix);
-      CVX_CHECK(it->second.sizes() == held.sizes(), "LoRA export of ", file.string(), ": ", module + suffix, " has shape ",
-                it->second.sizes(), ", the adapter ", held.sizes());
+      CVX_CHECK(it->second.sizes() == held.sizes(), "LoRA export of ", file.string(), ": ", module + suffix,
+                " has shape ", it->second.sizes(), ", the adapter ", held.sizes());
       return it->second.detach();
     };
     const auto a = value(kSuffixA, layer->lora_A->weight);  // [r, in]
@@ -306,8 +310,8 @@ LoraLoadReport load_lora(torch::nn::Module& root, const fs::path& file, double m
                  " are the same LoRA matrix of ", module);
     slot = key;
   }
-  CVX_CHECK_AS(FormatError, !entries.empty(), where, " holds no transformer LoRA weights (",
-               report.ignored_keys.size(), " keys of other components ignored)");
+  CVX_CHECK_AS(FormatError, !entries.empty(), where, " holds no transformer LoRA weights (", report.ignored_keys.size(),
+               " keys of other components ignored)");
   if (!report.ignored_keys.empty())
     CVX_INFO << where << ": " << report.ignored_keys.size() << " keys not for the transformer ignored, e.g. "
              << report.ignored_keys.front();
@@ -336,7 +340,8 @@ LoraLoadReport load_lora(torch::nn::Module& root, const fs::path& file, double m
     CVX_CHECK_AS(FormatError, fits, where, ": keys ", quote(entry.key_a), " ", shape_string(a.shape), " and ",
                  quote(entry.key_b), " ", shape_string(b.shape), " do not fit layer ", module, " (expected [r, ",
                  l.in_features(), "] and [", l.out_features(), ", r])");
-    CVX_CHECK(!l.merged(), "cannot load ", file.string(), " into ", module, ": its LoRA adapter is merged (unmerge first)");
+    CVX_CHECK(!l.merged(), "cannot load ", file.string(), " into ", module,
+              ": its LoRA adapter is merged (unmerge first)");
     targets.push_back(layer->second);
     report.modules.push_back(module);
     report.ranks.push_back(b.shape[1]);

@@ -93,11 +93,11 @@ void LoRALinearImpl::set_lora_multiplier(double multiplier) {
 
 torch::Tensor LoRALinearImpl::delta_weight(double scale) const {
   // At least float32 even for a bf16 weight or bf16 adapter: B @ A sums `rank` products.
-  const auto dtype = torch::promote_types(torch::promote_types(weight.scalar_type(), lora_A->weight.scalar_type()),
-                                          torch::kFloat32);
+  const auto dtype =
+      torch::promote_types(torch::promote_types(weight.scalar_type(), lora_A->weight.scalar_type()), torch::kFloat32);
   const auto a = lora_A->weight.detach().to(weight.device(), dtype);  // [r, in]
   const auto b = lora_B->weight.detach().to(weight.device(), dtype);  // [out, r]
-  return torch::matmul(b, a).mul_(scale);                              // [out, in]
+  return torch::matmul(b, a).mul_(scale);                             // [out, in]
 }
 
 void LoRALinearImpl::merge() {

@@ -25,8 +25,6 @@ void check_released_variant(const std::string& variant) {
 
 bool is_i2v_variant(const std::string& variant) { return variant == kVariant5bI2v || variant == kVariant15I2v; }
 
-bool is_cogvideox15_variant(const std::string& variant) {
-  return variant == kVariant15T2v || variant == kVariant15I2v;
-}
+bool is_cogvideox15_variant(const std::string& variant) { return variant == kVariant15T2v || variant == kVariant15I2v; }
 
 }  // namespace cvx

@@ -10,7 +10,8 @@ PatchEmbedImpl::PatchEmbedImpl(const TransformerConfig& c, const ModuleInit& ini
     proj_linear = register_module("proj", LoRALinear(c.in_channels * *c.patch_size_t * p * p, dim, true, init));
   } else {
     proj_conv = register_module(
-        "proj", adopt(torch::nn::Conv2d(torch::nn::Conv2dOptions(c.in_channels, dim, p).stride(p).bias(c.patch_bias)), init));
+        "proj",
+        adopt(torch::nn::Conv2d(torch::nn::Conv2dOptions(c.in_channels, dim, p).stride(p).bias(c.patch_bias)), init));
   }
   text_proj = register_module("text_proj", LoRALinear(c.text_embed_dim, dim, true, init));
   if (c.use_learned_positional_embeddings) {
@@ -43,7 +44,7 @@ torch::Tensor PatchEmbedImpl::forward(const torch::Tensor& text, const torch::Te
   CVX_CHECK(height % p == 0 && width % p == 0, "patch_embed: latent size ", height, "x", width,
             " is not divisible by the patch size ", p);
   const auto text_tokens = text_proj->forward(text);  // [B, L, D]
-  torch::Tensor video_tokens;                          // [B, N, D]
+  torch::Tensor video_tokens;                         // [B, N, D]
   if (config.patch_size_t) {
     const int64_t pt = *config.patch_size_t;
     CVX_CHECK(frames % pt == 0, "patch_embed: ", frames, " latent frames are not divisible by patch_size_t ", pt,
@@ -64,9 +65,10 @@ torch::Tensor PatchEmbedImpl::forward(const torch::Tensor& text, const torch::Te
     const int64_t text_len = text.size(1);
     const int64_t pixel_frames = (frames - 1) * config.temporal_compression_ratio + 1;
     if (config.use_learned_positional_embeddings) {
-      CVX_CHECK(height == config.sample_height && width == config.sample_width, "patch_embed: this model has a learned ",
-                "positional table for latents of ", config.sample_height, "x", config.sample_width, "; got ", height,
-                "x", width, " (a different resolution is not possible with this model)");
+      CVX_CHECK(height == config.sample_height && width == config.sample_width,
+                "patch_embed: this model has a learned ", "positional table for latents of ", config.sample_height, "x",
+                config.sample_width, "; got ", height, "x", width,
+                " (a different resolution is not possible with this model)");
     }
     if (config.use_learned_positional_embeddings && pixel_frames == config.sample_frames) {
       CVX_CHECK(text_len + video_tokens.size(1) == pos_embedding.size(1), "patch_embed: the learned positional table ",

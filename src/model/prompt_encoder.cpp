@@ -13,8 +13,8 @@ namespace cvx {
 PromptEncoder::PromptEncoder(T5Tokenizer tokenizer, T5Encoder encoder)
     : tokenizer_(std::move(tokenizer)), encoder_(std::move(encoder)) {
   // An id past the embedding table would index out of range inside the encoder.
-  CVX_CHECK_AS(ConfigError, tokenizer_.size() <= encoder_->config.vocab_size, "the tokenizer has ",
-               tokenizer_.size(), " tokens but the text encoder's embedding only ", encoder_->config.vocab_size,
+  CVX_CHECK_AS(ConfigError, tokenizer_.size() <= encoder_->config.vocab_size, "the tokenizer has ", tokenizer_.size(),
+               " tokens but the text encoder's embedding only ", encoder_->config.vocab_size,
                " rows: tokenizer/ and text_encoder/ do not belong together");
 }
 
@@ -32,8 +32,7 @@ torch::Tensor PromptEncoder::encode(const std::vector<std::string>& prompts, int
   return encode_with_tokens(prompts, max_sequence_length).embeddings;
 }
 
-EncodedPrompts PromptEncoder::encode_with_tokens(const std::vector<std::string>& prompts,
-                                                 int64_t max_sequence_length) {
+EncodedPrompts PromptEncoder::encode_with_tokens(const std::vector<std::string>& prompts, int64_t max_sequence_length) {
   EncodedPrompts out;
   out.tokens = tokenizer_.tokenize(prompts, max_sequence_length);
   for (const auto& p : out.tokens.prompts) {

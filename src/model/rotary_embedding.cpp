@@ -17,8 +17,8 @@ struct AxisTables {
 AxisTables rotary_1d(int64_t dim, const torch::Tensor& pos, double theta) {
   // theta^(-2j/dim) as the reference rounds it: float32 arange / dim, then pow, then reciprocal.
   auto freqs = torch::arange(0, dim, 2, pos.options()) / dim;
-  freqs = torch::pow(theta, freqs).reciprocal();     // [dim/2]
-  const auto angles = torch::outer(pos, freqs);      // [n, dim/2]
+  freqs = torch::pow(theta, freqs).reciprocal();  // [dim/2]
+  const auto angles = torch::outer(pos, freqs);   // [n, dim/2]
   // repeat_interleave(2, dim=1): c0, c0, c1, c1, ...
   const auto twice = [dim](const torch::Tensor& v) {
     return v.unsqueeze(2).expand({-1, -1, 2}).reshape({v.size(0), dim});
@@ -51,8 +51,8 @@ int64_t round_half_to_even(double value) {
 CropRegion resize_crop_region_for_grid(int64_t grid_height, int64_t grid_width, int64_t target_width,
                                        int64_t target_height) {
   CVX_CHECK(grid_height > 0 && grid_width > 0 && target_width > 0 && target_height > 0,
-            "resize_crop_region_for_grid: sizes must be positive, got grid ", grid_height, "x", grid_width,
-            ", target ", target_height, "x", target_width);
+            "resize_crop_region_for_grid: sizes must be positive, got grid ", grid_height, "x", grid_width, ", target ",
+            target_height, "x", target_width);
   // Double arithmetic in the reference's order, e.g. (th / h) * w rather than th * w / h.
   const double h = static_cast<double>(grid_height), w = static_cast<double>(grid_width);
   const double th = static_cast<double>(target_height), tw = static_cast<double>(target_width);
@@ -90,8 +90,8 @@ RotaryEmbedding rotary_pos_embed_3d(int64_t head_dim, std::optional<CropRegion> 
     };
     pos_h = torch::linspace(c10::Scalar(crops->top), c10::Scalar(end(crops->bottom, grid_height)), grid_height, f32);
     pos_w = torch::linspace(c10::Scalar(crops->left), c10::Scalar(end(crops->right, grid_width)), grid_width, f32);
-    pos_t = torch::linspace(c10::Scalar(int64_t{0}), c10::Scalar(end(temporal_size, temporal_size)), temporal_size,
-                            f32);
+    pos_t =
+        torch::linspace(c10::Scalar(int64_t{0}), c10::Scalar(end(temporal_size, temporal_size)), temporal_size, f32);
   } else if (grid_type == "slice") {
     CVX_CHECK(max_size.has_value(), "rotary_pos_embed_3d: grid_type \"slice\" needs max_size");
     const auto [max_h, max_w] = *max_size;

@@ -73,8 +73,8 @@ SentencePiece::Api load_api() {
     SentencePiece::Api api{};
     api.path = path;
     bind(handle, "cvx_spm_abi_version", api.abi_version, path);
-    CVX_CHECK_AS(SystemError, api.abi_version() == kAbiVersion, path.string(), " has ABI version ",
-                 api.abi_version(), ", expected ", kAbiVersion, " (a stale cvx_spm module? rebuild cvx)");
+    CVX_CHECK_AS(SystemError, api.abi_version() == kAbiVersion, path.string(), " has ABI version ", api.abi_version(),
+                 ", expected ", kAbiVersion, " (a stale cvx_spm module? rebuild cvx)");
 #define CVX_SPM_BIND(field) bind(handle, "cvx_spm_" #field, api.field, path)
     CVX_SPM_BIND(load);
     CVX_SPM_BIND(free);
@@ -138,24 +138,30 @@ int64_t SentencePiece::piece_to_id(std::string_view piece) const {
 }
 
 std::string SentencePiece::id_to_piece(int64_t id) const {
-  CVX_CHECK_AS(FormatError, id >= 0 && id < piece_size(), "id ", id, " is outside the ", piece_size(),
-               " pieces of ", source_);
-  const auto bytes = fetch<char>(16, [&](char* out, int64_t capacity) {
-    return api_->id_to_piece(processor_.get(), id, out, capacity);
-  }, "look up a piece", source_);
+  CVX_CHECK_AS(FormatError, id >= 0 && id < piece_size(), "id ", id, " is outside the ", piece_size(), " pieces of ",
+               source_);
+  const auto bytes = fetch<char>(
+      16, [&](char* out, int64_t capacity) { return api_->id_to_piece(processor_.get(), id, out, capacity); },
+      "look up a piece", source_);
   return std::string(bytes.begin(), bytes.end());
 }
 
 std::vector<int64_t> SentencePiece::encode(std::string_view text) const {
-  return fetch<int64_t>(text.size() + 2, [&](int64_t* out, int64_t capacity) {
-    return api_->encode(processor_.get(), text.data(), static_cast<int64_t>(text.size()), out, capacity);
-  }, "encode text", source_);
+  return fetch<int64_t>(
+      text.size() + 2,
+      [&](int64_t* out, int64_t capacity) {
+        return api_->encode(processor_.get(), text.data(), static_cast<int64_t>(text.size()), out, capacity);
+      },
+      "encode text", source_);
 }
 
 std::string SentencePiece::decode(const std::vector<int64_t>& ids) const {
-  const auto bytes = fetch<char>(4 * ids.size(), [&](char* out, int64_t capacity) {
-    return api_->decode(processor_.get(), ids.data(), static_cast<int64_t>(ids.size()), out, capacity);
-  }, "decode ids (one is out of range)", source_);
+  const auto bytes = fetch<char>(
+      4 * ids.size(),
+      [&](char* out, int64_t capacity) {
+        return api_->decode(processor_.get(), ids.data(), static_cast<int64_t>(ids.size()), out, capacity);
+      },
+      "decode ids (one is out of range)", source_);
   return std::string(bytes.begin(), bytes.end());
 }
 

@@ -11,7 +11,7 @@ torch::Tensor sincos_1d(int64_t dim, const torch::Tensor& pos) {
   CVX_CHECK(dim % 2 == 0, "sincos_pos_embed_3d: every axis needs an even width, got ", dim);
   auto omega = torch::arange(dim / 2, pos.options().dtype(torch::kFloat64));
   omega = omega / (static_cast<double>(dim) / 2.0);
-  omega = torch::pow(10000, omega).reciprocal();  // the reference's 1.0 / 10000**omega
+  omega = torch::pow(10000, omega).reciprocal();          // the reference's 1.0 / 10000**omega
   const auto out = torch::outer(pos.reshape(-1), omega);  // float32 x float64 -> float64, [M, dim/2]
   return torch::cat({torch::sin(out), torch::cos(out)}, 1);
 }

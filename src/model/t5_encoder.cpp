@@ -53,12 +53,12 @@ T5Config T5Config::from_json(const nlohmann::json& j, const std::string& source)
   read_json_field(j, "feed_forward_proj", c.feed_forward_proj, source);
   // T5Config derives both from feed_forward_proj ("gated-gelu" -> gated gelu_new); explicit keys win.
   bool gated = c.feed_forward_proj.rfind("gated-", 0) == 0;
-  std::string act = c.feed_forward_proj == "gated-gelu" ? "gelu_new"
-                                                        : c.feed_forward_proj.substr(c.feed_forward_proj.rfind('-') + 1);
+  std::string act =
+      c.feed_forward_proj == "gated-gelu" ? "gelu_new" : c.feed_forward_proj.substr(c.feed_forward_proj.rfind('-') + 1);
   read_json_field(j, "is_gated_act", gated, source);
   read_json_field(j, "dense_act_fn", act, source);
-  CVX_CHECK_AS(FormatError, gated && act == "gelu_new", source, ": feed_forward_proj '", c.feed_forward_proj,
-               "' (", gated ? "gated " : "", act, ") is not supported: expected the T5 v1.1 gated-gelu (gelu_new)");
+  CVX_CHECK_AS(FormatError, gated && act == "gelu_new", source, ": feed_forward_proj '", c.feed_forward_proj, "' (",
+               gated ? "gated " : "", act, ") is not supported: expected the T5 v1.1 gated-gelu (gelu_new)");
   CVX_CHECK_AS(FormatError,
                c.vocab_size > 0 && c.d_model > 0 && c.d_kv > 0 && c.d_ff > 0 && c.num_layers > 0 && c.num_heads > 0,
                source, ": vocab_size, d_model, d_kv, d_ff, num_layers and num_heads must be positive");
@@ -122,9 +122,10 @@ T5AttentionImpl::T5AttentionImpl(const T5Config& c, bool has_relative_attention_
 torch::Tensor T5AttentionImpl::compute_bias(int64_t query_length, int64_t key_length) {
   CVX_CHECK(!relative_attention_bias.is_empty(), "only the first T5 block has a relative attention bias");
   const auto options = torch::TensorOptions(torch::kLong).device(relative_attention_bias->weight.device());
-  const auto relative = torch::arange(key_length, options).unsqueeze(0) - torch::arange(query_length, options).unsqueeze(1);
-  const auto buckets = t5_relative_position_bucket(relative, /*bidirectional=*/true, config.relative_attention_num_buckets,
-                                                   config.relative_attention_max_distance);
+  const auto relative =
+      torch::arange(key_length, options).unsqueeze(0) - torch::arange(query_length, options).unsqueeze(1);
+  const auto buckets = t5_relative_position_bucket(
+      relative, /*bidirectional=*/true, config.relative_attention_num_buckets, config.relative_attention_max_distance);
   return relative_attention_bias(buckets).permute({2, 0, 1}).unsqueeze(0);
 }
 
@@ -136,7 +137,8 @@ torch::Tensor T5AttentionImpl::forward(const torch::Tensor& x, const torch::Tens
   auto scores = torch::matmul(heads(q(x)), heads(k(x)).transpose(3, 2));
   scores += bias;
   const auto weights = torch::softmax(scores.to(torch::kFloat), -1).to(scores.scalar_type());
-  const auto out = torch::matmul(weights, heads(v(x))).transpose(1, 2).contiguous().view({batch, -1, config.inner_dim()});
+  const auto out =
+      torch::matmul(weights, heads(v(x))).transpose(1, 2).contiguous().view({batch, -1, config.inner_dim()});
   return o(out);
 }
 

@@ -35,8 +35,8 @@ size_t space_at(const std::string& s, size_t i) {
   }
   if ((c == 0xe1 || c == 0xe2 || c == 0xe3) && i + 2 < s.size()) {
     const uint32_t cp = cp3(i);
-    const bool space = cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 ||
-                       cp == 0x202f || cp == 0x205f || cp == 0x3000;
+    const bool space = cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 || cp == 0x202f ||
+                       cp == 0x205f || cp == 0x3000;
     return space ? 3 : 0;
   }
   return 0;

@@ -19,7 +19,7 @@ torch::Tensor timestep_embedding(const torch::Tensor& timesteps, int64_t dim, bo
   // double, then exp): each step rounds to float32, so folding the constants would change bits.
   auto exponent = torch::arange(half, timesteps.options().dtype(torch::kFloat32)) * (-std::log(max_period));
   exponent = exponent / (static_cast<double>(half) - downscale_freq_shift);
-  const auto freqs = torch::exp(exponent);                                    // [half]
+  const auto freqs = torch::exp(exponent);                                      // [half]
   auto args = timesteps.unsqueeze(1).to(torch::kFloat32) * freqs.unsqueeze(0);  // [N, half]
   args = args * scale;
 

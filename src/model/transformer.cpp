@@ -1,8 +1,8 @@
 #include "cvx/model/transformer.h"
 
 #include "cvx/core/error.h"
-#include "cvx/io/model_folder.h"
 #include "cvx/core/recompute.h"
+#include "cvx/io/model_folder.h"
 
 namespace cvx {
 
@@ -27,8 +27,8 @@ CogVideoXTransformerImpl::CogVideoXTransformerImpl(const TransformerConfig& c, c
     ofs_embedding = register_module("ofs_embedding", TimestepEmbedding(*c.ofs_embed_dim, c.time_embed_dim, init));
   transformer_blocks = register_module("transformer_blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.num_layers; ++i) transformer_blocks->push_back(TransformerBlock(c, init));
-  norm_final = register_module(
-      "norm_final", adopt(torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(c.norm_eps)), init));
+  norm_final = register_module("norm_final",
+                               adopt(torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(c.norm_eps)), init));
   norm_out = register_module("norm_out", AdaLayerNorm(c.time_embed_dim, dim, c.norm_eps, init));
   const int64_t patch_volume = c.patch_size * c.patch_size * c.patch_size_t.value_or(1);
   proj_out = register_module("proj_out", LoRALinear(dim, patch_volume * c.out_channels, true, init));
@@ -65,7 +65,9 @@ void CogVideoXTransformerImpl::to(torch::Dtype dtype, bool non_blocking) {
   compute_dtype_ = dtype;
 }
 
-void CogVideoXTransformerImpl::to(torch::Device device, bool non_blocking) { torch::nn::Module::to(device, non_blocking); }
+void CogVideoXTransformerImpl::to(torch::Device device, bool non_blocking) {
+  torch::nn::Module::to(device, non_blocking);
+}
 
 torch::Tensor CogVideoXTransformerImpl::forward(const torch::Tensor& hidden_states,
                                                 const torch::Tensor& encoder_hidden_states,
@@ -75,9 +77,9 @@ torch::Tensor CogVideoXTransformerImpl::forward(const torch::Tensor& hidden_stat
   CVX_CHECK(encoder_hidden_states.dim() == 3 && encoder_hidden_states.size(2) == config.text_embed_dim,
             "transformer: expected text embeddings [B, L, ", config.text_embed_dim, "], got ",
             encoder_hidden_states.sizes());
-  CVX_CHECK(config.use_rotary_positional_embeddings == (rope != nullptr && rope->cos.defined()),
-            "transformer: ", config.use_rotary_positional_embeddings ? "this model needs rotary tables"
-                                                                      : "this model takes no rotary tables");
+  CVX_CHECK(
+      config.use_rotary_positional_embeddings == (rope != nullptr && rope->cos.defined()), "transformer: ",
+      config.use_rotary_positional_embeddings ? "this model needs rotary tables" : "this model takes no rotary tables");
   CVX_CHECK(!config.ofs_embed_dim || ofs.has_value(), "transformer: this model (1.5-I2V) needs ofs");
   const auto model_dtype = dtype();
   const int64_t batch = hidden_states.size(0), frames = hidden_states.size(1);

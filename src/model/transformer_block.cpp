@@ -34,8 +34,10 @@ LayerNormZeroImpl::Output LayerNormZeroImpl::forward(const torch::Tensor& hidden
 
 AttentionImpl::AttentionImpl(int64_t dim, int64_t heads, int64_t head_size, bool bias, const ModuleInit& init)
     : num_heads(heads), head_dim(head_size) {
-  norm_q = register_module("norm_q", adopt(torch::nn::LayerNorm(torch::nn::LayerNormOptions({head_dim}).eps(1e-6)), init));
-  norm_k = register_module("norm_k", adopt(torch::nn::LayerNorm(torch::nn::LayerNormOptions({head_dim}).eps(1e-6)), init));
+  norm_q =
+      register_module("norm_q", adopt(torch::nn::LayerNorm(torch::nn::LayerNormOptions({head_dim}).eps(1e-6)), init));
+  norm_k =
+      register_module("norm_k", adopt(torch::nn::LayerNorm(torch::nn::LayerNormOptions({head_dim}).eps(1e-6)), init));
   to_q = register_module("to_q", LoRALinear(dim, dim, bias, init));
   to_k = register_module("to_k", LoRALinear(dim, dim, bias, init));
   to_v = register_module("to_v", LoRALinear(dim, dim, bias, init));
@@ -43,7 +45,8 @@ AttentionImpl::AttentionImpl(int64_t dim, int64_t heads, int64_t head_size, bool
   to_out = register_module("to_out", torch::nn::ModuleList(to_out_0, torch::nn::Dropout(0.0)));
 }
 
-std::pair<torch::Tensor, torch::Tensor> AttentionImpl::forward(const torch::Tensor& hidden, const torch::Tensor& encoder,
+std::pair<torch::Tensor, torch::Tensor> AttentionImpl::forward(const torch::Tensor& hidden,
+                                                               const torch::Tensor& encoder,
                                                                const RotaryEmbedding* rope) {
   const int64_t text_len = encoder.size(1);
   const auto joint = torch::cat({encoder, hidden}, 1);  // [B, L + N, D]
@@ -55,8 +58,10 @@ std::pair<torch::Tensor, torch::Tensor> AttentionImpl::forward(const torch::Tens
   if (rope != nullptr && rope->cos.defined()) {
     // Rotate the video tokens only; text tokens keep their positions-free features.
     const int64_t video_len = seq - text_len;
-    q = torch::cat({q.narrow(2, 0, text_len), apply_rotary_emb(q.narrow(2, text_len, video_len), rope->cos, rope->sin)}, 2);
-    k = torch::cat({k.narrow(2, 0, text_len), apply_rotary_emb(k.narrow(2, text_len, video_len), rope->cos, rope->sin)}, 2);
+    q = torch::cat({q.narrow(2, 0, text_len), apply_rotary_emb(q.narrow(2, text_len, video_len), rope->cos, rope->sin)},
+                   2);
+    k = torch::cat({k.narrow(2, 0, text_len), apply_rotary_emb(k.narrow(2, text_len, video_len), rope->cos, rope->sin)},
+                   2);
   }
   auto o = scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape({batch, seq, num_heads * head_dim});
   o = to_out_0->forward(o);

@@ -37,8 +37,10 @@ torch::nn::GroupNorm group_norm(int64_t groups, int64_t channels, double eps) {
 
 }  // namespace
 
-SpatialNorm3DImpl::SpatialNorm3DImpl(int64_t channels, int64_t latent_channels, int64_t groups, const ModuleInit& init) {
-  norm_layer = register_module("norm_layer", adopt(group_norm(groups, channels, 1e-6), init));  // eps fixed in diffusers
+SpatialNorm3DImpl::SpatialNorm3DImpl(int64_t channels, int64_t latent_channels, int64_t groups,
+                                     const ModuleInit& init) {
+  norm_layer =
+      register_module("norm_layer", adopt(group_norm(groups, channels, 1e-6), init));  // eps fixed in diffusers
   conv_y = register_module("conv_y", CausalConv3d(latent_channels, channels, 1, init));
   conv_b = register_module("conv_b", CausalConv3d(latent_channels, channels, 1, init));
 }
@@ -84,7 +86,8 @@ torch::Tensor ResnetBlock3DImpl::forward(const torch::Tensor& x, const torch::Te
 }
 
 Downsample3DImpl::Downsample3DImpl(int64_t channels, bool compress, const ModuleInit& init) : compress_time(compress) {
-  conv = register_module("conv", adopt(torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 3).stride(2)), init));
+  conv = register_module("conv",
+                         adopt(torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 3).stride(2)), init));
 }
 
 torch::Tensor Downsample3DImpl::forward(const torch::Tensor& input) {
@@ -101,7 +104,8 @@ torch::Tensor Downsample3DImpl::forward(const torch::Tensor& input) {
 }
 
 Upsample3DImpl::Upsample3DImpl(int64_t channels, bool compress, const ModuleInit& init) : compress_time(compress) {
-  conv = register_module("conv", adopt(torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 3).padding(1)), init));
+  conv = register_module("conv",
+                         adopt(torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 3).padding(1)), init));
 }
 
 torch::Tensor Upsample3DImpl::forward(const torch::Tensor& x) {

@@ -7,9 +7,8 @@ VAEDecoderImpl::VAEDecoderImpl(const VAEConfig& c, const ModuleInit& init) {
   const std::vector<int64_t> channels(c.block_out_channels.rbegin(), c.block_out_channels.rend());
   const int64_t blocks = static_cast<int64_t>(channels.size()), groups = c.norm_num_groups, zc = c.latent_channels;
   conv_in = register_module("conv_in", CausalConv3d(zc, channels[0], 3, init));
-  mid_block = register_module(
-      "mid_block",
-      VAEBlock(channels[0], channels[0], 2, groups, c.norm_eps, zc, VAEBlockImpl::Resample::none, false, init));
+  mid_block = register_module("mid_block", VAEBlock(channels[0], channels[0], 2, groups, c.norm_eps, zc,
+                                                    VAEBlockImpl::Resample::none, false, init));
   up_blocks = register_module("up_blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < blocks; ++i) {
     const bool last = i == blocks - 1;

@@ -49,8 +49,7 @@ int run_generate(const AppContext& ctx, const GenerateConfig& config) {
   }
 
   // Fail before the (slow) model load on inputs that cannot work.
-  for (const auto& image : images)
-    CVX_CHECK_AS(ConfigError, fs::exists(image), "image ", image, " does not exist");
+  for (const auto& image : images) CVX_CHECK_AS(ConfigError, fs::exists(image), "image ", image, " does not exist");
   const auto dtype = parse_dtype(config.dtype, "dtype");
   // The VAE stays in fp32 on the CPU (no fast bf16 convolutions there); bf16 on GPUs.
   const torch::Device device = rank_device(*ctx.mpi);
@@ -59,14 +58,15 @@ int run_generate(const AppContext& ctx, const GenerateConfig& config) {
   CVX_INFO << "models loaded on " << device << " (" << config.dtype << ")";
   if (config.vae_tiling) pipeline.vae->enable_tiling();
   // auto: DPM for the 5b-class models and DDIM for 2b, as the official demo samples them.
-  const bool dpm = config.scheduler == "dpm" ||
-                   (config.scheduler == "auto" && pipeline.transformer->config.variant() != kVariant2b);
+  const bool dpm =
+      config.scheduler == "dpm" || (config.scheduler == "auto" && pipeline.transformer->config.variant() != kVariant2b);
   pipeline.scheduler_config.class_name = dpm ? "CogVideoXDPMScheduler" : "CogVideoXDDIMScheduler";
   pipeline.scheduler_config.timestep_spacing = "trailing";
   if (!config.lora_path.empty()) {
     const auto report = load_lora(*pipeline.transformer, config.lora_path, config.lora_scale);
     CVX_INFO << "LoRA " << config.lora_path << ": " << report.modules.size() << " layers, rank " << report.rank
-             << ", scale " << report.scale << " (" << report.alpha_source << ", multiplier " << config.lora_scale << ")";
+             << ", scale " << report.scale << " (" << report.alpha_source << ", multiplier " << config.lora_scale
+             << ")";
   }
   const int64_t fps = config.fps > 0 ? config.fps : (pipeline.transformer->config.patch_size_t ? 16 : 8);
 

@@ -39,7 +39,8 @@ void VideoPipeline::resolve_geometry(GenerateRequest& r) const {
   CVX_CHECK_AS(ConfigError, r.height % 16 == 0 && r.width % 16 == 0, "height and width must be multiples of 16 (VAE ",
                "factor 8 x patch size 2); got ", r.height, "x", r.width);
   CVX_CHECK_AS(ConfigError, r.num_frames >= 1 && (r.num_frames - 1) % 4 == 0, "num_frames must be 4N+1 (the VAE ",
-               "compresses 4 frames after the first; CogVideoX is trained on 8N+1 such as 49 or 81); got ", r.num_frames);
+               "compresses 4 frames after the first; CogVideoX is trained on 8N+1 such as 49 or 81); got ",
+               r.num_frames);
   CVX_CHECK_AS(ConfigError, !c.is_i2v() || r.image.defined(), "this is an image-to-video model: give an image");
   CVX_CHECK_AS(ConfigError, c.is_i2v() || !r.image.defined(), "this is a text-to-video model: it takes no image");
 }
@@ -81,7 +82,9 @@ GenerateResult VideoPipeline::generate(const GenerateRequest& request_in, const 
   GenerateResult result;
   const bool cfg = r.denoise.guidance_scale > 1.0;
   result.prompt_embeds = prompt_encoder->encode({r.prompt}, r.max_sequence_length).to(transformer->dtype());
-  if (cfg) result.negative_prompt_embeds = prompt_encoder->encode({r.negative_prompt}, r.max_sequence_length).to(transformer->dtype());
+  if (cfg)
+    result.negative_prompt_embeds =
+        prompt_encoder->encode({r.negative_prompt}, r.max_sequence_length).to(transformer->dtype());
   const auto dtype = result.prompt_embeds.scalar_type();
 
   // Latent geometry; 1.5 pads the latent frame count to a multiple of patch_size_t with extra frames at the front.
@@ -95,25 +98,27 @@ GenerateResult VideoPipeline::generate(const GenerateRequest& request_in, const 
   auto generator = at::detail::createCPUGenerator(r.seed);
   if (c.is_i2v()) {
     // The image latent is drawn before the initial noise (the reference's generator order).
-    const auto image = prepare_image(r.image, r.height, r.width).to(device, vae->dtype()).unsqueeze(2);  // [1, 3, 1, H, W]
+    const auto image =
+        prepare_image(r.image, r.height, r.width).to(device, vae->dtype()).unsqueeze(2);  // [1, 3, 1, H, W]
     const auto posterior = vae->encode(image);
     auto latent = scale_image_latents(posterior.sample(generator), vae->config).to(dtype);  // [1, C, 1, h, w]
     latent = latent.permute({0, 2, 1, 3, 4});
     result.image_latents = torch::cat({latent, torch::zeros({1, frames - 1, channels, h, w}, latent.options())}, 1);
   }
   // Drawn on the CPU generator in the model dtype, then moved (diffusers' randn_tensor).
-  auto latents = r.initial_latents.defined()
-                     ? r.initial_latents.to(device, dtype)
-                     : torch::randn({1, frames, channels, h, w}, generator, torch::TensorOptions().dtype(dtype)).to(device);
+  auto latents =
+      r.initial_latents.defined()
+          ? r.initial_latents.to(device, dtype)
+          : torch::randn({1, frames, channels, h, w}, generator, torch::TensorOptions().dtype(dtype)).to(device);
   auto rope = pipeline_rotary_embedding(c, r.height, r.width, frames);
   if (rope.cos.defined()) rope = {rope.cos.to(device), rope.sin.to(device)};
   std::optional<torch::Tensor> ofs;
   if (c.ofs_embed_dim) ofs = torch::full({1}, 2.0, torch::TensorOptions().dtype(dtype).device(device));
 
   CogVideoXScheduler scheduler(scheduler_config);
-  result.final_latents =
-      denoise(transformer, scheduler, latents, result.prompt_embeds, result.negative_prompt_embeds, result.image_latents,
-              ofs, rope.cos.defined() ? &rope : nullptr, r.denoise, generator_noise(generator), callback);
+  result.final_latents = denoise(transformer, scheduler, latents, result.prompt_embeds, result.negative_prompt_embeds,
+                                 result.image_latents, ofs, rope.cos.defined() ? &rope : nullptr, r.denoise,
+                                 generator_noise(generator), callback);
   result.video = decode(result.final_latents.narrow(1, extra, frames - extra));
   return result;
 }

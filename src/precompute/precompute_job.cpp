@@ -63,9 +63,13 @@ struct Counts {
 // is pending), prompts, samples, summary.
 class PrecomputeJob {
  public:
-  PrecomputeJob(const AppContext& ctx, const ModelConfig& model, const DataConfig& data,
-                const PrecomputeConfig& config, const PrecomputeHooks& hooks)
-      : ctx_(ctx), model_(model), data_(data), config_(config), hooks_(hooks),
+  PrecomputeJob(const AppContext& ctx, const ModelConfig& model, const DataConfig& data, const PrecomputeConfig& config,
+                const PrecomputeHooks& hooks)
+      : ctx_(ctx),
+        model_(model),
+        data_(data),
+        config_(config),
+        hooks_(hooks),
         crop_rng_(static_cast<uint64_t>(ctx.mpi->rank) * 7919 + 17) {}
 
   int run();
@@ -206,10 +210,10 @@ void PrecomputeJob::open_store() {
 // What is left to do, read once by rank 0 before any rank writes: ranks reading the flags
 // themselves would race with the first writes of faster ranks and plan different shards.
 void PrecomputeJob::read_pending() {
-  pending_prompts_ = broadcast_rows(ctx_.mpi->rank == 0 ? store_->pending_prompts() : std::vector<int64_t>{},
-                                    ctx_.mpi->world);
-  pending_samples_ = broadcast_rows(ctx_.mpi->rank == 0 ? store_->pending_samples() : std::vector<int64_t>{},
-                                    ctx_.mpi->world);
+  pending_prompts_ =
+      broadcast_rows(ctx_.mpi->rank == 0 ? store_->pending_prompts() : std::vector<int64_t>{}, ctx_.mpi->world);
+  pending_samples_ =
+      broadcast_rows(ctx_.mpi->rank == 0 ? store_->pending_samples() : std::vector<int64_t>{}, ctx_.mpi->world);
 }
 
 // The pending prompts, round-robin over the ranks.

@@ -46,8 +46,8 @@ std::optional<CheckpointFolder> resolve_resume_checkpoint(const std::string& opt
   }
   const fs::path path(option);
   CVX_CHECK_AS(ConfigError, fs::is_directory(path), "[train] resume_from_checkpoint = ", option,
-               ": no such folder. Give a checkpoint-{step} folder of a run (e.g. ", (output_dir / "checkpoint-200").string(),
-               "), or 'latest' for the newest one in output_dir");
+               ": no such folder. Give a checkpoint-{step} folder of a run (e.g. ",
+               (output_dir / "checkpoint-200").string(), "), or 'latest' for the newest one in output_dir");
   CVX_CHECK_AS(ConfigError, fs::exists(path / kTrainerStateFile), "[train] resume_from_checkpoint = ", option,
                " is not a complete checkpoint (no ", kTrainerStateFile,
                "): it is incomplete (a crash while saving) or not a cvx checkpoint; use 'latest' or an older one");
@@ -57,7 +57,8 @@ std::optional<CheckpointFolder> resolve_resume_checkpoint(const std::string& opt
   return CheckpointFolder{*step, path};
 }
 
-std::vector<fs::path> rotate_checkpoints(const fs::path& output_dir, int64_t limit, const std::optional<fs::path>& keep) {
+std::vector<fs::path> rotate_checkpoints(const fs::path& output_dir, int64_t limit,
+                                         const std::optional<fs::path>& keep) {
   std::vector<fs::path> removed;
   std::error_code ec;
   if (!fs::is_directory(output_dir, ec)) return removed;

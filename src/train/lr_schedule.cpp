@@ -44,11 +44,12 @@ LrSchedule::LrSchedule(LrScheduleConfig config) : config_(std::move(config)) {
   if (c.name == "polynomial") {
     // diffusers refuses these too: the curve decays from learning_rate down to its fixed end value,
     // and a negative power divides by zero at the last step.
-    CVX_CHECK_AS(ConfigError, c.learning_rate > kPolynomialLrEnd, "train.learning_rate must exceed the polynomial "
-                 "schedule's end value ", kPolynomialLrEnd, " (got ", c.learning_rate,
-                 "); raise it or pick another train.lr_scheduler");
-    CVX_CHECK_AS(ConfigError, c.power >= 0, "train.lr_power must be >= 0 for the polynomial schedule (got ",
-                 c.power, ")");
+    CVX_CHECK_AS(ConfigError, c.learning_rate > kPolynomialLrEnd,
+                 "train.learning_rate must exceed the polynomial "
+                 "schedule's end value ",
+                 kPolynomialLrEnd, " (got ", c.learning_rate, "); raise it or pick another train.lr_scheduler");
+    CVX_CHECK_AS(ConfigError, c.power >= 0, "train.lr_power must be >= 0 for the polynomial schedule (got ", c.power,
+                 ")");
   }
 }
 

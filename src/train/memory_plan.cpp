@@ -3,8 +3,8 @@
 #include <filesystem>
 
 #include "cvx/core/dtype_name.h"
-#include "cvx/dist/fake_communicator.h"
 #include "cvx/core/format_bytes.h"
+#include "cvx/dist/fake_communicator.h"
 #include "cvx/io/model_folder.h"
 #include "cvx/model/lora.h"
 #include "cvx/model/model_variant.h"
@@ -86,8 +86,8 @@ std::string plan_memory_report(const TrainRunConfig& config, int world_size) {
   FsdpEngine engine(model->sharding_units(), world, planned, torch::kCPU);
   const Resolution resolution = config.data.resolution();
   const int compute_bytes = static_cast<int>(c10::elementSize(dtype));
-  auto extra = activation_estimate(tc, resolution, config.train.batch_size, config.train.gradient_checkpointing,
-                                   compute_bytes);
+  auto extra =
+      activation_estimate(tc, resolution, config.train.batch_size, config.train.gradient_checkpointing, compute_bytes);
   if (tc.is_i2v() && config.train.image_latents == "encode") extra.push_back(i2v_encoder_line(config, tc, dtype));
   return format_memory_report(engine.memory(), planned, extra);
 }

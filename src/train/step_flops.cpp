@@ -21,10 +21,10 @@ double transformer_forward_flops(const TransformerConfig& c, const StepGeometry&
   const double e = static_cast<double>(c.time_embed_dim);
   const double pt = c.patch_size_t ? static_cast<double>(*c.patch_size_t) : 1.0;
   const double patch = static_cast<double>(c.patch_size * c.patch_size) * pt;
-  double block = 4 * 2 * s * d * d        // to_q, to_k, to_v, to_out.0
-                 + 2 * 2 * s * s * d      // scores and the weighted sum over all heads
-                 + 2 * 2 * s * d * ff     // ff.net.0.proj, ff.net.2
-                 + 2 * 2 * e * 6 * d;     // norm1.linear, norm2.linear (per sample)
+  double block = 4 * 2 * s * d * d     // to_q, to_k, to_v, to_out.0
+                 + 2 * 2 * s * s * d   // scores and the weighted sum over all heads
+                 + 2 * 2 * s * d * ff  // ff.net.0.proj, ff.net.2
+                 + 2 * 2 * e * 6 * d;  // norm1.linear, norm2.linear (per sample)
   double total = static_cast<double>(c.num_layers) * block;
   total += 2 * n * static_cast<double>(c.in_channels) * patch * d;   // patch_embed.proj
   total += 2 * l * static_cast<double>(c.text_embed_dim) * d;        // patch_embed.text_proj

@@ -21,9 +21,9 @@
 #include "cvx/core/error.h"
 #include "cvx/core/log.h"
 #include "cvx/core/recompute.h"
+#include "cvx/data/distributed_sampler.h"
 #include "cvx/data/store_header.h"
 #include "cvx/data/store_reader.h"
-#include "cvx/data/distributed_sampler.h"
 #include "cvx/diffusion/scheduler.h"
 #include "cvx/dist/fsdp_engine.h"
 #include "cvx/dist/sharded_adamw.h"
@@ -169,7 +169,8 @@ void TrainingJob::open_store() {
   rows_ = reader_->done_rows();
   const int64_t skipped_bad = reader_->num_bad(), skipped_pending = reader_->num_pending();
   CVX_CHECK_AS(ConfigError, !rows_.empty(), "latent store ", store.string(), " has no finished sample (", skipped_bad,
-               " bad, ", skipped_pending, " pending): run or finish `", precompute_command(config_.config_file), "` first");
+               " bad, ", skipped_pending, " pending): run or finish `", precompute_command(config_.config_file),
+               "` first");
   if (skipped_bad + skipped_pending > 0) {
     CVX_WARN << "latent store: training on " << rows_.size() << " samples; skipped " << skipped_bad << " bad and "
              << skipped_pending << " pending (cvx_inspect " << store.string() << " lists them)";
@@ -177,8 +178,8 @@ void TrainingJob::open_store() {
     CVX_INFO << "latent store " << store.string() << ": " << rows_.size() << " samples";
   }
   const int64_t per_micro_step = t_.batch_size * ctx_.mpi->size;
-  CVX_CHECK_AS(ConfigError, per_micro_step <= static_cast<int64_t>(rows_.size()), "[train] batch_size = ",
-               t_.batch_size, " on ", ctx_.mpi->size, " rank(s) takes ", per_micro_step,
+  CVX_CHECK_AS(ConfigError, per_micro_step <= static_cast<int64_t>(rows_.size()),
+               "[train] batch_size = ", t_.batch_size, " on ", ctx_.mpi->size, " rank(s) takes ", per_micro_step,
                " samples per micro-step, more than the ", rows_.size(),
                " samples of the store: lower batch_size or run on fewer ranks");
 }
@@ -224,7 +225,8 @@ void TrainingJob::build_model() {
   // The noise schedule the model was trained with (the official trainer loads scheduler/).
   const fs::path scheduler_file = model_path / "scheduler" / "scheduler_config.json";
   SchedulerConfig scheduler_config = tc_.variant() == kVariant2b ? scheduler_config_2b() : scheduler_config_5b();
-  if (fs::exists(scheduler_file)) scheduler_config = SchedulerConfig::from_json(read_json_file(scheduler_file), scheduler_file.string());
+  if (fs::exists(scheduler_file))
+    scheduler_config = SchedulerConfig::from_json(read_json_file(scheduler_file), scheduler_file.string());
   noise_scheduler_ = std::make_unique<CogVideoXScheduler>(scheduler_config);
 
   // Geometry and the I2V conditioning.
@@ -234,9 +236,8 @@ void TrainingJob::build_model() {
   geometry_.text_tokens = tc_.max_text_seq_length;
   loss_options_.i2v = tc_.is_i2v();
   loss_options_.vae_scaling_factor = header_.vae_scaling_factor;
-  const std::string scale = t_.image_latent_scale == "auto"
-                                ? (header_.invert_scale_latents ? "divide" : "multiply")
-                                : t_.image_latent_scale;
+  const std::string scale =
+      t_.image_latent_scale == "auto" ? (header_.invert_scale_latents ? "divide" : "multiply") : t_.image_latent_scale;
   loss_options_.image_scale = scale == "divide" ? ImageLatentScale::divide : ImageLatentScale::multiply;
   read_options_.image_moments = loss_options_.i2v && t_.image_latents == "cached";
   read_options_.images = loss_options_.i2v && t_.image_latents == "encode";
@@ -262,7 +263,8 @@ void TrainingJob::build_model() {
   flops_per_sample_ = training_step_flops(tc_, geometry_, !lora, t_.gradient_checkpointing);
   peak_tflops_ = t_.peak_tflops;
 #ifdef CVX_WITH_CUDA
-  if (peak_tflops_ == 0 && device_.is_cuda()) peak_tflops_ = device_peak_tflops(at::cuda::getDeviceProperties(device_.index())->name);
+  if (peak_tflops_ == 0 && device_.is_cuda())
+    peak_tflops_ = device_peak_tflops(at::cuda::getDeviceProperties(device_.index())->name);
 #endif
 }
 
@@ -284,7 +286,8 @@ void TrainingJob::resume() {
   torch::manual_seed(static_cast<uint64_t>(t_.seed) + 1000003ull * static_cast<uint64_t>(ctx_.mpi->rank + 1));
 
   if (!resumed_from_) {
-    if (t_.resume_from_checkpoint == "latest") CVX_INFO << "resume_from_checkpoint = latest: no checkpoint yet, starting fresh";
+    if (t_.resume_from_checkpoint == "latest")
+      CVX_INFO << "resume_from_checkpoint = latest: no checkpoint yet, starting fresh";
     return;
   }
   const fs::path dir = resumed_from_->path;
@@ -341,13 +344,12 @@ double TrainingJob::train_step(int64_t step, double* data_wait) {
     for (int64_t j = 0; j < moments.size(0); ++j) {
       auto gen = sample_generator(static_cast<uint64_t>(t_.seed), q.before.epoch, first_position + j);
       const auto posterior = LatentDistribution::from_moments(moments.slice(0, j, j + 1));
-      const torch::Tensor x0 = t_.latent_sampling == "mean"
-                                   ? posterior.mean
-                                   : posterior.sample(torch::randn(posterior.mean.sizes(), gen));
+      const torch::Tensor x0 =
+          t_.latent_sampling == "mean" ? posterior.mean : posterior.sample(torch::randn(posterior.mean.sizes(), gen));
       latents.push_back(x0 * header_.vae_scaling_factor);  // [1, C, F', h, w]
-      sample_draws.push_back(draw_loss_randoms(gen, tc_, 1, channels, moments.size(2), moments.size(3),
-                                               moments.size(4), header_.height, header_.width, loss_options_.i2v,
-                                               read_options_.images, t_.noised_image_dropout,
+      sample_draws.push_back(draw_loss_randoms(gen, tc_, 1, channels, moments.size(2), moments.size(3), moments.size(4),
+                                               header_.height, header_.width, loss_options_.i2v, read_options_.images,
+                                               t_.noised_image_dropout,
                                                noise_scheduler_->config().num_train_timesteps));
     }
     LossInputs inputs;
@@ -412,9 +414,10 @@ void TrainingJob::train() {
 #ifdef CVX_WITH_CUDA
     if (device_.is_cuda()) {
       r.memory_kind = "CUDA max allocated";
-      r.peak_memory_bytes = c10::cuda::CUDACachingAllocator::getDeviceStats(device_.index())
-                                .allocated_bytes[static_cast<size_t>(c10::cuda::CUDACachingAllocator::StatType::AGGREGATE)]
-                                .peak;
+      r.peak_memory_bytes =
+          c10::cuda::CUDACachingAllocator::getDeviceStats(device_.index())
+              .allocated_bytes[static_cast<size_t>(c10::cuda::CUDACachingAllocator::StatType::AGGREGATE)]
+              .peak;
     }
 #endif
     r.samples = global_batch;
@@ -422,8 +425,8 @@ void TrainingJob::train() {
     r.tokens_per_second = r.samples_per_second * tokens_per_sample;
     r.tflops = flops_per_sample_ * static_cast<double>(global_batch / world) / seconds / 1e12;
     r.mfu = peak_tflops_ > 0 ? r.tflops / peak_tflops_ : -1;
-    r.eta_seconds = seconds_since(run_start) / static_cast<double>(steps_this_run) *
-                    static_cast<double>(total_steps_ - step - 1);
+    r.eta_seconds =
+        seconds_since(run_start) / static_cast<double>(steps_this_run) * static_cast<double>(total_steps_ - step - 1);
     if (is_rank0()) {
       CVX_INFO << format_step_line(r);
       metrics->write(r);
@@ -458,14 +461,15 @@ void TrainingJob::save_checkpoint(int64_t step) {
   comm_->barrier();
   // The position a resume continues from: before the first batch read ahead but not trained.
   const SamplerState position = queued_.empty() ? sampler_->state() : queued_.front().before;
-  nlohmann::json state{{"step", step},
-                       {"epoch", position.epoch},
-                       {"sampler", position},
-                       {"world_size", ctx_.mpi->size},
-                       {"seed", t_.seed},
-                       {"training_type", t_.training_type},
-                       {"lr_scheduler", {{"name", t_.lr_scheduler}, {"steps_done", step}, {"next_lr", schedule_->lr(step)}}},
-                       {"cvx_version", CVX_VERSION}};
+  nlohmann::json state{
+      {"step", step},
+      {"epoch", position.epoch},
+      {"sampler", position},
+      {"world_size", ctx_.mpi->size},
+      {"seed", t_.seed},
+      {"training_type", t_.training_type},
+      {"lr_scheduler", {{"name", t_.lr_scheduler}, {"steps_done", step}, {"next_lr", schedule_->lr(step)}}},
+      {"cvx_version", CVX_VERSION}};
   save_sharded_state(staging / "state", *engine_, optimizer_.get(), state);
   {
     const RngSnapshot rng = RngSnapshot::capture(device_);
@@ -482,8 +486,9 @@ void TrainingJob::save_checkpoint(int64_t step) {
     write_file_atomically(staging / kTrainerStateFile, state.dump(2));  // last: marks the folder complete
     fsync_directory(staging);
     replace_directory(staging, final_dir);
-    const auto removed = rotate_checkpoints(output_dir_, t_.checkpointing_limit,
-                                            resumed_from_ ? std::optional<fs::path>(resumed_from_->path) : std::nullopt);
+    const auto removed =
+        rotate_checkpoints(output_dir_, t_.checkpointing_limit,
+                           resumed_from_ ? std::optional<fs::path>(resumed_from_->path) : std::nullopt);
     for (const auto& r : removed) CVX_INFO << "removed old checkpoint " << r.string();
   }
   comm_->barrier();
@@ -498,9 +503,8 @@ void TrainingJob::export_final() {
     const fs::path file = output_dir_ / "pytorch_lora_weights.safetensors";
     export_lora(*engine_, model_, file, dtype);
     if (is_rank0()) {
-      CVX_INFO << "LoRA exported to " << file.string()
-               << " (diffusers format, alpha folded: pipe.load_lora_weights(\"" << output_dir_.string()
-               << "\") gives the trained strength)";
+      CVX_INFO << "LoRA exported to " << file.string() << " (diffusers format, alpha folded: pipe.load_lora_weights(\""
+               << output_dir_.string() << "\") gives the trained strength)";
       if (!t_.export_pipeline.empty()) export_pipeline(model_path, t_.export_pipeline, {}, file);
     }
   } else {
@@ -530,9 +534,9 @@ int run_training(const AppContext& ctx, const TrainRunConfig& config, const Trai
   const std::string backend = resolve_backend(config.parallel.backend, rank_device(*ctx.mpi));
   CVX_INFO << "plan: " << t.training_type << " fine-tuning of " << config.model.path << " (variant "
            << config.model.variant << ", compute dtype "
-           << dtype_name(parse_mixed_precision(t.mixed_precision, "[train] mixed_precision"))
-           << ") on clips " << resolution.to_string() << "; global batch " << global_batch << " = " << t.batch_size
-           << " per rank x " << t.gradient_accumulation_steps << " accumulation x " << world_size << " rank(s)"
+           << dtype_name(parse_mixed_precision(t.mixed_precision, "[train] mixed_precision")) << ") on clips "
+           << resolution.to_string() << "; global batch " << global_batch << " = " << t.batch_size << " per rank x "
+           << t.gradient_accumulation_steps << " accumulation x " << world_size << " rank(s)"
            << (simulated > 0 ? " (simulated)" : "") << "; sharding " << config.parallel.resolved_sharding() << " over "
            << backend << lora.str();
   // The memory plan needs the transformer's shape: from the model folder, or the variant's preset.
@@ -549,7 +553,8 @@ int run_training(const AppContext& ctx, const TrainRunConfig& config, const Trai
              << "auto (set the variant to plan without the weights)";
   }
   if (t.dry_run) {
-    if (!std::filesystem::exists(config.model.path)) CVX_WARN << "model folder " << config.model.path << " does not exist";
+    if (!std::filesystem::exists(config.model.path))
+      CVX_WARN << "model folder " << config.model.path << " does not exist";
     if (!config.data.store.empty() && !std::filesystem::exists(config.data.store))
       CVX_WARN << "latent store " << config.data.store << " does not exist yet (run cvx_precompute first)";
     CVX_INFO << "dry run: configuration checked, nothing trained";

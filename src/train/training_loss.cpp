@@ -26,7 +26,8 @@ torch::Tensor cat_field(const std::vector<LossDraws>& parts, torch::Tensor LossD
     if (!defined) continue;
     auto piece = p.*field;
     // A per-batch sigma [1] stands for every sample of its part.
-    if (field == &LossDraws::image_noise_sigma && piece.numel() == 1) piece = piece.reshape({1}).expand({p.timesteps.size(0)});
+    if (field == &LossDraws::image_noise_sigma && piece.numel() == 1)
+      piece = piece.reshape({1}).expand({p.timesteps.size(0)});
     pieces.push_back(piece);
   }
   return defined ? torch::cat(pieces, 0) : torch::Tensor();
@@ -40,7 +41,8 @@ torch::Tensor image_latents_of(const LossInputs& inputs, const LossDraws& draws,
   const bool encode = inputs.images.defined();
   CVX_CHECK(encode != inputs.image_moments.defined(),
             "training loss: an I2V model takes exactly one of the images (mode encode) and the cached image "
-            "moments (mode cached); got ", encode ? "both" : "neither");
+            "moments (mode cached); got ",
+            encode ? "both" : "neither");
   check_shape(draws.image_latent_eps, "image_latent_eps", {batch, channels, 1, height, width});
   LatentDistribution posterior;
   if (encode) {
@@ -66,8 +68,8 @@ torch::Tensor image_latents_of(const LossInputs& inputs, const LossDraws& draws,
       const auto tile = (*vae)->encode_tile_geometry();
       CVX_THROW("VAE encode of the I2V conditioning images ", shape_string(noisy_images.sizes()), " failed",
                 (*vae)->tiling_enabled() ? detail::concat(" (tiled: tiles of ", tile.tile_height, "x", tile.tile_width,
-                                                         " px every ", tile.stride_height, "x", tile.stride_width,
-                                                         " px; [train] enable_tiling = false encodes whole frames)")
+                                                          " px every ", tile.stride_height, "x", tile.stride_width,
+                                                          " px; [train] enable_tiling = false encodes whole frames)")
                                          : std::string(),
                 ": ", e.what_without_backtrace());
     }
@@ -93,9 +95,9 @@ int64_t padded_latent_frames(const TransformerConfig& config, int64_t latent_fra
 }
 
 LossDraws draw_loss_randoms(at::Generator generator, const TransformerConfig& config, int64_t batch,
-                            int64_t latent_channels, int64_t latent_frames, int64_t latent_height,
-                            int64_t latent_width, int64_t image_height, int64_t image_width, bool i2v,
-                            bool encode_images, double image_dropout, int64_t num_train_timesteps) {
+                            int64_t latent_channels, int64_t latent_frames, int64_t latent_height, int64_t latent_width,
+                            int64_t image_height, int64_t image_width, bool i2v, bool encode_images,
+                            double image_dropout, int64_t num_train_timesteps) {
   CVX_CHECK(batch > 0 && num_train_timesteps > 0, "draw_loss_randoms: batch and num_train_timesteps must be positive");
   const auto f32 = torch::TensorOptions().dtype(torch::kFloat32);
   const int64_t frames = padded_latent_frames(config, latent_frames);
@@ -129,8 +131,8 @@ LossOutputs compute_training_loss(CogVideoXTransformer& transformer, const CogVi
                                   AutoencoderKLCogVideoX* vae) {
   const TransformerConfig& config = transformer->config;
   CVX_CHECK(options.i2v == config.is_i2v(), "training loss: options say ", options.i2v ? "I2V" : "T2V",
-            " but the transformer (in_channels ", config.in_channels, ", out_channels ", config.out_channels,
-            ") is ", config.is_i2v() ? "I2V" : "T2V");
+            " but the transformer (in_channels ", config.in_channels, ", out_channels ", config.out_channels, ") is ",
+            config.is_i2v() ? "I2V" : "T2V");
   CVX_CHECK(inputs.latents.defined() && inputs.latents.dim() == 5 && inputs.latents.size(1) == config.out_channels,
             "training loss: latents must be [B, ", config.out_channels, ", F, h, w], got ",
             inputs.latents.defined() ? shape_string(inputs.latents.sizes()) : std::string("none"));
@@ -148,8 +150,7 @@ LossOutputs compute_training_loss(CogVideoXTransformer& transformer, const CogVi
   const auto t = draws.timesteps.to(device, torch::kLong);
   CVX_CHECK(t.min().item<int64_t>() >= 0 && t.max().item<int64_t>() < scheduler.config().num_train_timesteps,
             "training loss: timesteps must lie in [0, ", scheduler.config().num_train_timesteps, ")");
-  CVX_CHECK(inputs.prompt_embeds.defined() && inputs.prompt_embeds.dim() == 3 &&
-                inputs.prompt_embeds.size(0) == batch,
+  CVX_CHECK(inputs.prompt_embeds.defined() && inputs.prompt_embeds.dim() == 3 && inputs.prompt_embeds.size(0) == batch,
             "training loss: prompt_embeds must be [", batch, ", L, D]");
 
   LossOutputs out;
@@ -158,7 +159,8 @@ LossOutputs compute_training_loss(CogVideoXTransformer& transformer, const CogVi
   out.transformer_input = out.noisy_latents;
   if (options.i2v) {
     const auto first = image_latents_of(inputs, draws, options, vae, batch, channels, height, width, device);
-    out.image_latents = torch::cat({first, torch::zeros({batch, frames - 1, channels, height, width}, first.options())}, 1);
+    out.image_latents =
+        torch::cat({first, torch::zeros({batch, frames - 1, channels, height, width}, first.options())}, 1);
     out.transformer_input = torch::cat({out.noisy_latents, out.image_latents}, 2);  // [B, F, 2C, h, w]
   }
 

@@ -47,10 +47,9 @@ const fs::path& tiny_model() {
   static const fs::path dir = [] {
     const fs::path d = cvx::test::scratch_dir("configs_dry_run_model") / "model";
     std::string out;
-    const int rc = cvx::test::run_command(
-        cvx::test::shell_quote(cvx::test::built_program("cvx_make_tiny")) + " " + cvx::test::shell_quote(d) +
-            " --variant 5b",
-        &out);
+    const int rc = cvx::test::run_command(cvx::test::shell_quote(cvx::test::built_program("cvx_make_tiny")) + " " +
+                                              cvx::test::shell_quote(d) + " --variant 5b",
+                                          &out);
     EXPECT_EQ(rc, 0) << out;
     return d;
   }();

@@ -16,7 +16,8 @@ namespace {
 std::string probe(const fs::path& file) {
   std::string out;
   EXPECT_EQ(run_command("ffprobe -v error -count_frames -select_streams v:0 -show_entries "
-                        "stream=width,height,r_frame_rate,nb_read_frames -of default=noprint_wrappers=1 " + cvx::test::shell_quote(file),
+                        "stream=width,height,r_frame_rate,nb_read_frames -of default=noprint_wrappers=1 " +
+                            cvx::test::shell_quote(file),
                         &out),
             0)
       << out;
@@ -25,7 +26,11 @@ std::string probe(const fs::path& file) {
 
 void make_tiny(const fs::path& dir, const std::string& variant) {
   std::string out;
-  ASSERT_EQ(run_command(cvx::test::shell_quote(built_program("cvx_make_tiny")) + " " + cvx::test::shell_quote(dir) + " --variant " + variant, &out), 0) << out;
+  ASSERT_EQ(run_command(cvx::test::shell_quote(built_program("cvx_make_tiny")) + " " + cvx::test::shell_quote(dir) +
+                            " --variant " + variant,
+                        &out),
+            0)
+      << out;
 }
 }  // namespace
 
@@ -34,11 +39,12 @@ TEST(GenerateE2E, TextToVideoWritesAPlayableMp4) {
   make_tiny(dir / "model", "1.5-t2v");
   std::ofstream(dir / "prompts.txt") << "a red ball\na blue cube\n";
   std::string out;
-  const int rc = run_command(cvx::test::shell_quote(built_program("cvx_generate")) + " --model_path " + cvx::test::shell_quote(dir / "model") +
-                                 " --prompt_file " + cvx::test::shell_quote(dir / "prompts.txt") + " --height 32 --width 48 --num_frames 9" +
-                                 " --num_inference_steps 2 --fps 10 --dtype fp32 --save_frames --output " +
-                                 cvx::test::shell_quote(dir / "out" / "video.mp4"),
-                             &out);
+  const int rc = run_command(
+      cvx::test::shell_quote(built_program("cvx_generate")) + " --model_path " + cvx::test::shell_quote(dir / "model") +
+          " --prompt_file " + cvx::test::shell_quote(dir / "prompts.txt") + " --height 32 --width 48 --num_frames 9" +
+          " --num_inference_steps 2 --fps 10 --dtype fp32 --save_frames --output " +
+          cvx::test::shell_quote(dir / "out" / "video.mp4"),
+      &out);
   ASSERT_EQ(rc, 0) << out;
   for (const char* name : {"video_000.mp4", "video_001.mp4"}) {
     const std::string info = probe(dir / "out" / name);
@@ -57,11 +63,12 @@ TEST(GenerateE2E, ImageToVideoWritesAPlayableMp4) {
   auto image = torch::randint(0, 256, {40, 56, 3}, torch::kLong).to(torch::kUInt8);  // resized to 32x48
   cvx::write_png(dir / "first.png", image);
   std::string out;
-  const int rc = run_command(cvx::test::shell_quote(built_program("cvx_generate")) + " --model_path " + cvx::test::shell_quote(dir / "model") +
-                                 " --prompt 'a cat' --image " + cvx::test::shell_quote(dir / "first.png") +
-                                 " --height 32 --width 48 --num_frames 9 --num_inference_steps 2 --dtype fp32 --output " +
-                                 cvx::test::shell_quote(dir / "i2v.mp4"),
-                             &out);
+  const int rc = run_command(
+      cvx::test::shell_quote(built_program("cvx_generate")) + " --model_path " + cvx::test::shell_quote(dir / "model") +
+          " --prompt 'a cat' --image " + cvx::test::shell_quote(dir / "first.png") +
+          " --height 32 --width 48 --num_frames 9 --num_inference_steps 2 --dtype fp32 --output " +
+          cvx::test::shell_quote(dir / "i2v.mp4"),
+      &out);
   ASSERT_EQ(rc, 0) << out;
   const std::string info = probe(dir / "i2v.mp4");
   EXPECT_NE(info.find("nb_read_frames=9"), std::string::npos) << info;
@@ -73,18 +80,20 @@ TEST(GenerateE2E, MisuseIsAClearError) {
   make_tiny(dir / "model", "5b");
   cvx::write_png(dir / "first.png", torch::zeros({32, 48, 3}, torch::kUInt8));
   std::string out;
-  EXPECT_NE(run_command(cvx::test::shell_quote(built_program("cvx_generate")) + " --model_path " + cvx::test::shell_quote(dir / "model") +
-                            " --prompt x --image " + cvx::test::shell_quote(dir / "none.png"),
+  EXPECT_NE(run_command(cvx::test::shell_quote(built_program("cvx_generate")) + " --model_path " +
+                            cvx::test::shell_quote(dir / "model") + " --prompt x --image " +
+                            cvx::test::shell_quote(dir / "none.png"),
                         &out),
             0);
   EXPECT_NE(out.find("none.png does not exist"), std::string::npos) << out;
-  EXPECT_NE(run_command(cvx::test::shell_quote(built_program("cvx_generate")) + " --model_path " + cvx::test::shell_quote(dir / "model") +
-                            " --prompt x --image " + cvx::test::shell_quote(dir / "first.png") + " --height 32 --width 48 --num_frames 9",
+  EXPECT_NE(run_command(cvx::test::shell_quote(built_program("cvx_generate")) + " --model_path " +
+                            cvx::test::shell_quote(dir / "model") + " --prompt x --image " +
+                            cvx::test::shell_quote(dir / "first.png") + " --height 32 --width 48 --num_frames 9",
                         &out),
             0);
   EXPECT_NE(out.find("text-to-video model"), std::string::npos) << out;
-  EXPECT_NE(run_command(cvx::test::shell_quote(built_program("cvx_generate")) + " --model_path " + cvx::test::shell_quote(dir / "model") +
-                            " --prompt x --height 30 --width 48",
+  EXPECT_NE(run_command(cvx::test::shell_quote(built_program("cvx_generate")) + " --model_path " +
+                            cvx::test::shell_quote(dir / "model") + " --prompt x --height 30 --width 48",
                         &out),
             0);
   EXPECT_NE(out.find("multiples of 16"), std::string::npos) << out;

@@ -64,9 +64,9 @@ std::string precompute(const fs::path& dir, int ranks, const std::string& extra 
   std::string out;
   const std::string command = std::string(kMpirun) + " -np " + std::to_string(ranks) + " " +
                               (program.empty() ? cvx::test::shell_quote(built_program("cvx_precompute")) : program) +
-                              " --model.path " + cvx::test::shell_quote(dir / "model") +
-                              " --data_root " + cvx::test::shell_quote(dir / "data") + " --store " + cvx::test::shell_quote(dir / "store.h5") +
-                              " --train_resolution 9x64x96 " + extra;
+                              " --model.path " + cvx::test::shell_quote(dir / "model") + " --data_root " +
+                              cvx::test::shell_quote(dir / "data") + " --store " +
+                              cvx::test::shell_quote(dir / "store.h5") + " --train_resolution 9x64x96 " + extra;
   const int rc = run_command(command, &out);
   return std::to_string(rc) + "\n" + out;
 }
@@ -76,14 +76,15 @@ TEST(PrecomputeE2E, FourRanksWriteOneStoreEqualToASingleProcessEncode) {
   const auto dir = make_setup("precompute_np4");
   const std::string out = precompute(dir, 4);
   ASSERT_EQ(out.rfind("0\n", 0), 0u) << out;
-  EXPECT_NE(out.find("skipping sample " + std::to_string(kBroken)), std::string::npos) << "corrupt clip reported: " << out;
+  EXPECT_NE(out.find("skipping sample " + std::to_string(kBroken)), std::string::npos)
+      << "corrupt clip reported: " << out;
   EXPECT_NE(out.find("short.mp4: too short"), std::string::npos) << "short clip reported: " << out;
   // Each sample is encoded by exactly one rank: ranks that planned from different views of the
   // flags would encode some twice and leave others (and prompts) pending.
-  EXPECT_NE(out.find("precompute finished: " + std::to_string(kNumGood) + " encoded now, 0 before, " +
-                     std::to_string(kNumSamples - kNumGood) + " skipped as bad, " + std::to_string(kNumPrompts) +
-                     " prompts"),
-            std::string::npos)
+  EXPECT_NE(
+      out.find("precompute finished: " + std::to_string(kNumGood) + " encoded now, 0 before, " +
+               std::to_string(kNumSamples - kNumGood) + " skipped as bad, " + std::to_string(kNumPrompts) + " prompts"),
+      std::string::npos)
       << out;
 
   auto store = cvx::LatentStore::open(dir / "store.h5", MPI_COMM_SELF);
@@ -118,8 +119,15 @@ TEST(PrecomputeE2E, FourRanksWriteOneStoreEqualToASingleProcessEncode) {
     EXPECT_TRUE(torch::equal(vae->encode_moments(video)[0], store.read_moments(i))) << index[i].media_path;
   }
   std::string inspect;
-  EXPECT_EQ(run_command(cvx::test::shell_quote(built_program("cvx_inspect")) + " " + cvx::test::shell_quote(dir / "store.h5"), &inspect), 0) << inspect;
-  EXPECT_NE(inspect.find(std::to_string(kNumGood) + " done, " + std::to_string(kNumSamples - kNumGood) + " bad, 0 pending"), std::string::npos) << inspect;
+  EXPECT_EQ(
+      run_command(cvx::test::shell_quote(built_program("cvx_inspect")) + " " + cvx::test::shell_quote(dir / "store.h5"),
+                  &inspect),
+      0)
+      << inspect;
+  EXPECT_NE(
+      inspect.find(std::to_string(kNumGood) + " done, " + std::to_string(kNumSamples - kNumGood) + " bad, 0 pending"),
+      std::string::npos)
+      << inspect;
 }
 
 TEST(PrecomputeE2E, ResumesAfterARankDiesAndRefusesAMismatchedStore) {
@@ -169,10 +177,11 @@ TEST(PrecomputeE2E, ImageToVideoStoresTheFirstFrameLatentsAndPixels) {
                         &out),
             0)
       << out;
-  ASSERT_EQ(run_command("bash " + cvx::test::shell_quote(fs::path(CVX_SOURCE_DIR) / "tools" / "make_synthetic_dataset.sh") +
-                            " " + cvx::test::shell_quote(dir / "data") + " 3 128x96 9 --images",
-                        &out),
-            0)
+  ASSERT_EQ(
+      run_command("bash " + cvx::test::shell_quote(fs::path(CVX_SOURCE_DIR) / "tools" / "make_synthetic_dataset.sh") +
+                      " " + cvx::test::shell_quote(dir / "data") + " 3 128x96 9 --images",
+                  &out),
+      0)
       << out;
   const int64_t height = 64, width = 64;  // from 128x96: scaled to 85x64, the middle 64 columns cut
   auto vae = cvx::load_vae(dir / "model" / "vae");
@@ -191,17 +200,17 @@ TEST(PrecomputeE2E, ImageToVideoStoresTheFirstFrameLatentsAndPixels) {
       ASSERT_EQ(index[i].status, cvx::SampleStatus::kDone) << i;
       cvx::VideoReader reader(dir / "data" / index[i].media_path);
       const auto idx = cvx::sample_frame_indices(cvx::FrameSampling::stride, reader.frame_count(), 9);
-      const auto [h, w] = cvx::scaled_size(cvx::ResizeMode::center_crop, reader.info().height, reader.info().width,
-                                           height, width);
+      const auto [h, w] =
+          cvx::scaled_size(cvx::ResizeMode::center_crop, reader.info().height, reader.info().width, height, width);
       const auto video = cvx::to_vae_input(reader.frames(idx, h, w), height, width, cvx::ResizeMode::center_crop);
       EXPECT_TRUE(torch::equal(vae->encode_moments(video)[0], store.read_moments(static_cast<int64_t>(i)))) << i;
       const auto image =
-          with_images ? cvx::to_vae_input(cvx::read_image(dir / "data" / "images" / fs::path(index[i].media_path)
-                                                                                        .filename()
-                                                                                        .replace_extension(".png"))
-                                              .unsqueeze(0),
-                                          height, width, cvx::ResizeMode::resize)
-                      : video.narrow(2, 0, 1);
+          with_images
+              ? cvx::to_vae_input(cvx::read_image(dir / "data" / "images" /
+                                                  fs::path(index[i].media_path).filename().replace_extension(".png"))
+                                      .unsqueeze(0),
+                                  height, width, cvx::ResizeMode::resize)
+              : video.narrow(2, 0, 1);
       EXPECT_TRUE(torch::equal(vae->encode_moments(image)[0], store.read_image_moments(static_cast<int64_t>(i)))) << i;
       // The conditioning pixels the trainer encodes every step (image_latents = encode): a clip's
       // first frame exactly as the VAE saw it; an images.txt picture, its resize rounded to uint8.

@@ -17,13 +17,14 @@ namespace {
 
 struct ReportLine {
   std::string item;
-  double bytes = 0;     // as printed (rounded to 2 decimals of its unit)
-  double formula = 0;   // the printed right-hand side, evaluated
+  double bytes = 0;    // as printed (rounded to 2 decimals of its unit)
+  double formula = 0;  // the printed right-hand side, evaluated
   std::string text;
 };
 
 double printed_bytes(double value, const std::string& unit) {
-  const std::map<std::string, double> scale{{"B", 1}, {"KiB", 1024.0}, {"MiB", 1024.0 * 1024}, {"GiB", 1024.0 * 1024 * 1024}};
+  const std::map<std::string, double> scale{
+      {"B", 1}, {"KiB", 1024.0}, {"MiB", 1024.0 * 1024}, {"GiB", 1024.0 * 1024 * 1024}};
   return value * scale.at(unit);
 }
 
@@ -171,18 +172,19 @@ TEST(TrainDryRun, ImageToVideoEncodeModeCountsTheVaeEncoder) {
   int64_t numel = 0;
   for (const auto& [name, t] : cvx::module_state(*vae->encoder)) numel += t.numel();
   EXPECT_NEAR(encoder->bytes, 2.0 * numel, 0.005 * encoder->bytes);  // bf16
-  EXPECT_EQ(find(parse_report(dry_run("cogvideox1.5_5b_lora_i2v.ini", "--train.image_latents cached")),
-                 "I2V VAE encoder"),
-            nullptr);
+  EXPECT_EQ(
+      find(parse_report(dry_run("cogvideox1.5_5b_lora_i2v.ini", "--train.image_latents cached")), "I2V VAE encoder"),
+      nullptr);
   EXPECT_EQ(find(parse_report(dry_run("cogvideox1.5_5b_lora_t2v.ini", "")), "I2V VAE encoder"), nullptr);
 }
 
 TEST(TrainDryRun, SimulatedWorldWithoutDryRunIsRefused) {
   const fs::path dir = cvx::test::scratch_dir("train_dry_run_refused");
   std::string out;
-  const std::string command = cvx::test::shell_quote(cvx::test::built_program("cvx_train")) + " --config " +
-                              cvx::test::shell_quote(fs::path(CVX_SOURCE_DIR) / "configs" / "cogvideox1.5_5b_lora_t2v.ini") +
-                              " --simulate_world_size 8 --output_dir " + cvx::test::shell_quote(dir / "run");
+  const std::string command =
+      cvx::test::shell_quote(cvx::test::built_program("cvx_train")) + " --config " +
+      cvx::test::shell_quote(fs::path(CVX_SOURCE_DIR) / "configs" / "cogvideox1.5_5b_lora_t2v.ini") +
+      " --simulate_world_size 8 --output_dir " + cvx::test::shell_quote(dir / "run");
   EXPECT_NE(cvx::test::run_command(command, &out), 0) << out;
   EXPECT_NE(out.find("needs --dry_run"), std::string::npos) << out;
 }

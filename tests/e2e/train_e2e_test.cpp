@@ -25,9 +25,7 @@ using cvx::test::shell_quote;
 
 namespace {
 
-std::string mpirun(int np) {
-  return "mpirun --allow-run-as-root --oversubscribe -np " + std::to_string(np) + " ";
-}
+std::string mpirun(int np) { return "mpirun --allow-run-as-root --oversubscribe -np " + std::to_string(np) + " "; }
 
 // A tiny model, a synthetic dataset and its store, made once per variant for the whole suite.
 struct Fixture {
@@ -38,8 +36,9 @@ struct Fixture {
 
 std::string base_config(const Fixture& f) {
   std::ostringstream ini;
-  ini << "log_level = info\n\n[model]\npath = " << f.model.string() << "\ndtype = fp32\n\n[data]\ndata_root = "
-      << f.data.string() << "\ncaption_column = prompts.txt\nvideo_column = videos.txt\n"
+  ini << "log_level = info\n\n[model]\npath = " << f.model.string()
+      << "\ndtype = fp32\n\n[data]\ndata_root = " << f.data.string()
+      << "\ncaption_column = prompts.txt\nvideo_column = videos.txt\n"
       << (f.i2v ? "image_column = images.txt\n" : "") << "train_resolution = 9x48x64\nstore = " << f.store.string()
       << "\n\n[precompute]\nlatent_dtype = fp32\nembedding_dtype = fp32\n\n[train]\nmixed_precision = no\n"
       << "learning_rate = 1e-3\nlr_scheduler = constant\nlr_warmup_steps = 0\ncheckpointing_steps = 1000\n"
@@ -62,14 +61,22 @@ const Fixture& fixture(const std::string& variant, int num_samples = 4) {
   f.store = f.dir / "store.h5";
   f.config = f.dir / "base.ini";
   std::string out;
-  EXPECT_EQ(run_command(shell_quote(built_program("cvx_make_tiny")) + " " + shell_quote(f.model) + " --variant " +
-                            variant, &out), 0) << out;
+  EXPECT_EQ(
+      run_command(shell_quote(built_program("cvx_make_tiny")) + " " + shell_quote(f.model) + " --variant " + variant,
+                  &out),
+      0)
+      << out;
   const fs::path script = fs::path(CVX_SOURCE_DIR) / "tools" / "make_synthetic_dataset.sh";
   EXPECT_EQ(run_command(shell_quote(script) + " " + shell_quote(f.data) + " " + std::to_string(num_samples) +
-                            " 64x48 12" + (f.i2v ? " --images" : ""), &out), 0) << out;
+                            " 64x48 12" + (f.i2v ? " --images" : ""),
+                        &out),
+            0)
+      << out;
   std::ofstream(f.config) << base_config(f);
   EXPECT_EQ(run_command(mpirun(2) + shell_quote(built_program("cvx_precompute")) + " --config " + shell_quote(f.config),
-                        &out), 0) << out;
+                        &out),
+            0)
+      << out;
   return made.emplace(key, f).first->second;
 }
 
@@ -89,7 +96,8 @@ TrainRun train(const Fixture& f, int np, const fs::path& output_dir, const std::
   TrainRun r;
   r.dir = output_dir;
   r.rc = run_command(mpirun(np) + shell_quote(built_program("cvx_train")) + " --config " + shell_quote(f.config) +
-                         " --train.output_dir " + shell_quote(output_dir) + " " + args, &r.output);
+                         " --train.output_dir " + shell_quote(output_dir) + " " + args,
+                     &r.output);
   std::ifstream in(output_dir / "metrics.jsonl");
   std::string line;
   while (std::getline(in, line))
@@ -111,8 +119,8 @@ TEST(TrainE2E, LoraOverfitOfTwoSamplesLowersTheLossAndWritesCheckpointsAndTheExp
   // Two samples, the posterior mean and a high learning rate: the loss must fall. Timesteps stay
   // random, so compare the mean of the first and last steps over several steps each.
   const TrainRun r = train(f, 2, out,
-                      "--train.train_steps 40 --train.checkpointing_steps 20 --train.latent_sampling mean "
-                      "--train.learning_rate 5e-3 --lora.rank 8 --lora.alpha 8");
+                           "--train.train_steps 40 --train.checkpointing_steps 20 --train.latent_sampling mean "
+                           "--train.learning_rate 5e-3 --lora.rank 8 --lora.alpha 8");
   ASSERT_EQ(r.rc, 0) << r.output;
   ASSERT_EQ(r.metrics.size(), 40u) << r.output;
   // The overfit itself with full fine-tuning: the tiny LoRA (rank 8 on attention only) barely moves
@@ -147,8 +155,12 @@ TEST(TrainE2E, LoraOverfitOfTwoSamplesLowersTheLossAndWritesCheckpointsAndTheExp
                                "--num_inference_steps 2 --dtype fp32 --save_frames --seed 3 --output ";
   ASSERT_EQ(run_command(generate + shell_quote(gen / "base.mp4"), &base_out), 0) << base_out;
   ASSERT_EQ(run_command(generate + shell_quote(gen / "lora.mp4") + " --lora_path " +
-                            shell_quote(out / "pytorch_lora_weights.safetensors"), &lora_out), 0) << lora_out;
-  std::ifstream a(gen / "base_frames" / "frame_0004.png", std::ios::binary), b(gen / "lora_frames" / "frame_0004.png", std::ios::binary);
+                            shell_quote(out / "pytorch_lora_weights.safetensors"),
+                        &lora_out),
+            0)
+      << lora_out;
+  std::ifstream a(gen / "base_frames" / "frame_0004.png", std::ios::binary),
+      b(gen / "lora_frames" / "frame_0004.png", std::ios::binary);
   const std::string pa((std::istreambuf_iterator<char>(a)), {}), pb((std::istreambuf_iterator<char>(b)), {});
   ASSERT_FALSE(pa.empty());
   EXPECT_NE(pa, pb) << "the trained LoRA changes the generated frames";
@@ -157,13 +169,14 @@ TEST(TrainE2E, LoraOverfitOfTwoSamplesLowersTheLossAndWritesCheckpointsAndTheExp
 TEST(TrainE2E, StoppedAndResumedRunReproducesTheUninterruptedLossCurveBitwise) {
   const Fixture& f = fixture("5b");
   const auto dir = cvx::test::scratch_dir("train_resume");
-  const std::string args = "--train.train_steps 6 --train.checkpointing_steps 3 --lora.dropout 0.1 "
-                           "--train.lr_scheduler cosine --train.lr_warmup_steps 2";
+  const std::string args =
+      "--train.train_steps 6 --train.checkpointing_steps 3 --lora.dropout 0.1 "
+      "--train.lr_scheduler cosine --train.lr_warmup_steps 2";
   const TrainRun full = train(f, 2, dir / "full", args);
   ASSERT_EQ(full.rc, 0) << full.output;
   ASSERT_EQ(full.metrics.size(), 6u);
-  const TrainRun resumed = train(f, 2, dir / "resumed", args + " --train.resume_from_checkpoint " +
-                                                       shell_quote(dir / "full" / "checkpoint-3"));
+  const TrainRun resumed = train(
+      f, 2, dir / "resumed", args + " --train.resume_from_checkpoint " + shell_quote(dir / "full" / "checkpoint-3"));
   ASSERT_EQ(resumed.rc, 0) << resumed.output;
   ASSERT_EQ(resumed.metrics.size(), 3u) << resumed.output;
   for (size_t i = 0; i < 3; ++i) {
@@ -177,17 +190,20 @@ TEST(TrainE2E, StoppedAndResumedRunReproducesTheUninterruptedLossCurveBitwise) {
   const TrainRun latest = train(f, 2, dir / "full", args + " --train.resume_from_checkpoint latest");
   ASSERT_EQ(latest.rc, 0) << latest.output;
   ASSERT_EQ(latest.metrics.size(), 6u);
-  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(latest.metrics[i]["loss"].get<double>(), full.metrics[i]["loss"].get<double>());
+  for (size_t i = 0; i < 6; ++i)
+    EXPECT_EQ(latest.metrics[i]["loss"].get<double>(), full.metrics[i]["loss"].get<double>());
 }
 
 TEST(TrainE2E, CheckpointOfFourRanksResumesOnTwo) {
   const Fixture& f = fixture("5b");
   const auto dir = cvx::test::scratch_dir("train_reshard");
   // Global batch 4 on both world sizes (4 x 1 and 2 x 2), so the runs are the same computation.
-  const TrainRun four = train(f, 4, dir / "four", "--train.train_steps 4 --train.checkpointing_steps 2 --train.batch_size 1");
+  const TrainRun four =
+      train(f, 4, dir / "four", "--train.train_steps 4 --train.checkpointing_steps 2 --train.batch_size 1");
   ASSERT_EQ(four.rc, 0) << four.output;
-  const TrainRun two = train(f, 2, dir / "two", "--train.train_steps 4 --train.batch_size 2 --train.resume_from_checkpoint " +
-                                                shell_quote(dir / "four" / "checkpoint-2"));
+  const TrainRun two = train(f, 2, dir / "two",
+                             "--train.train_steps 4 --train.batch_size 2 --train.resume_from_checkpoint " +
+                                 shell_quote(dir / "four" / "checkpoint-2"));
   ASSERT_EQ(two.rc, 0) << two.output;
   ASSERT_EQ(two.metrics.size(), 2u);
   // Same samples and draws, other summation order: fp32 rounding only (tolerance as below).
@@ -242,8 +258,10 @@ TEST(TrainE2E, ImageToVideoEncodeGivesTheSameLossesOnOneAndTwoRanks) {
 TEST(TrainE2E, SftExportIsADiffusersTransformerFolderEqualToTheTrainedWeights) {
   const Fixture& f = fixture("1.5-t2v");
   const auto dir = cvx::test::scratch_dir("train_sft_export");
-  const TrainRun r = train(f, 2, dir / "run", "--train.training_type sft --train.train_steps 2 --train.learning_rate 1e-4 "
-                                         "--train.export_dtype fp32 --train.export_pipeline " + shell_quote(dir / "pipeline"));
+  const TrainRun r = train(f, 2, dir / "run",
+                           "--train.training_type sft --train.train_steps 2 --train.learning_rate 1e-4 "
+                           "--train.export_dtype fp32 --train.export_pipeline " +
+                               shell_quote(dir / "pipeline"));
   ASSERT_EQ(r.rc, 0) << r.output;
   const auto exported = cvx::load_transformer(dir / "run" / "transformer");
   const auto base = cvx::load_transformer(f.model / "transformer");
@@ -283,18 +301,19 @@ TEST(TrainE2E, EveryVariantTrainsTextAndImageToVideo) {
       // The tiny VAE's tiles (16x24 px, from its 32x48 sample size) leave edge tiles of 48x64 frames
       // too small for its three downsamplings, as diffusers' tiled_encode would: encode whole frames
       // (tiling itself is tested against diffusers by the VAE golden cases).
-      const TrainRun r = train(f, 2, dir / mode,
-                               "--train.train_steps 2 --train.enable_tiling false --train.image_latents " + mode);
+      const TrainRun r =
+          train(f, 2, dir / mode, "--train.train_steps 2 --train.enable_tiling false --train.image_latents " + mode);
       ASSERT_EQ(r.rc, 0) << variant << " " << mode << "\n" << r.output;
       ASSERT_EQ(r.metrics.size(), 2u) << variant;
       for (const auto& m : r.metrics) EXPECT_TRUE(std::isfinite(m["loss"].get<double>())) << variant;
-      if (f.i2v) EXPECT_NE(r.output.find(mode == "encode" ? "encoded every step" : "cached image latents"),
-                           std::string::npos) << r.output;
+      if (f.i2v)
+        EXPECT_NE(r.output.find(mode == "encode" ? "encoded every step" : "cached image latents"), std::string::npos)
+            << r.output;
     }
   }
   // With tiling (the default) those tiles fail: the error names the tiles and the option.
-  const TrainRun tiled = train(fixture("5b-i2v"), 2, cvx::test::scratch_dir("train_variant") / "tiled",
-                               "--train.train_steps 1");
+  const TrainRun tiled =
+      train(fixture("5b-i2v"), 2, cvx::test::scratch_dir("train_variant") / "tiled", "--train.train_steps 1");
   EXPECT_NE(tiled.rc, 0);
   EXPECT_NE(tiled.output.find("tiles of 16x24 px"), std::string::npos) << tiled.output;
   EXPECT_NE(tiled.output.find("enable_tiling = false"), std::string::npos) << tiled.output;

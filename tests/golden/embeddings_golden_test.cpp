@@ -105,10 +105,10 @@ TEST(EmbeddingsGolden, SincosTable3d) {
       const int64_t index = entry_index(e, k);
       SCOPED_TRACE(c.name + " sincos3d[" + std::to_string(index) + "] " + e.dump());
       const json& wh = e.at("spatial_size_w_h");
-      const auto table = sincos_pos_embed_3d(e.at("embed_dim").get<int64_t>(), wh.at(1).get<int64_t>(),
-                                             wh.at(0).get<int64_t>(), e.at("temporal_size").get<int64_t>(),
-                                             e.at("spatial_interpolation_scale").get<double>(),
-                                             e.at("temporal_interpolation_scale").get<double>());
+      const auto table =
+          sincos_pos_embed_3d(e.at("embed_dim").get<int64_t>(), wh.at(1).get<int64_t>(), wh.at(0).get<int64_t>(),
+                              e.at("temporal_size").get<int64_t>(), e.at("spatial_interpolation_scale").get<double>(),
+                              e.at("temporal_interpolation_scale").get<double>());
       const auto expected = c.tensor("sincos3d." + std::to_string(index));
       EXPECT_EQ(table.scalar_type(), torch::kFloat64);
       if (e.contains("shape")) EXPECT_EQ(table.sizes().vec(), e.at("shape").get<std::vector<int64_t>>());
@@ -132,9 +132,9 @@ TEST(EmbeddingsGolden, TimestepEmbedding) {
       const json& e = list[k];
       const int64_t index = entry_index(e, k);
       SCOPED_TRACE(c.name + " timestep_embedding[" + std::to_string(index) + "] " + e.dump());
-      const auto emb = timestep_embedding(timesteps, e.at("embedding_dim").get<int64_t>(),
-                                          e.at("flip_sin_to_cos").get<bool>(),
-                                          e.at("downscale_freq_shift").get<double>());
+      const auto emb =
+          timestep_embedding(timesteps, e.at("embedding_dim").get<int64_t>(), e.at("flip_sin_to_cos").get<bool>(),
+                             e.at("downscale_freq_shift").get<double>());
       EXPECT_TRUE(bit_equal(emb, c.tensor("timestep_embedding." + std::to_string(index))));
       ++checked;
     }
@@ -157,8 +157,8 @@ TEST(EmbeddingsGolden, OfsEmbedding) {
     const double shift = list.at(0).at("downscale_freq_shift").get<double>();
     bool uniform = true;
     for (const auto& e : list)
-      uniform = uniform && e.at("flip_sin_to_cos").get<bool>() == flip &&
-                e.at("downscale_freq_shift").get<double>() == shift;
+      uniform =
+          uniform && e.at("flip_sin_to_cos").get<bool>() == flip && e.at("downscale_freq_shift").get<double>() == shift;
     if (!uniform) continue;
     for (const auto& name : c.data->names()) {
       if (name.rfind(prefix, 0) != 0) continue;
@@ -169,8 +169,8 @@ TEST(EmbeddingsGolden, OfsEmbedding) {
       ASSERT_TRUE(end && *end == '\0' && !value_text.empty()) << "cannot read the ofs value of " << name;
       const auto expected = c.tensor(name);
       ASSERT_EQ(expected.dim(), 2);
-      const auto emb = timestep_embedding(torch::full({expected.size(0)}, ofs, torch::kFloat32), expected.size(1),
-                                          flip, shift);
+      const auto emb =
+          timestep_embedding(torch::full({expected.size(0)}, ofs, torch::kFloat32), expected.size(1), flip, shift);
       EXPECT_TRUE(bit_equal(emb, expected));
       ++checked;
     }

@@ -21,7 +21,8 @@ struct LoraCase {
     hidden = c.tensor("input.hidden_states");
     encoder = c.tensor("input.encoder_hidden_states");
     timestep = c.tensor("input.timestep");
-    if (c.has("input.image_rotary_emb.cos")) rope = {c.tensor("input.image_rotary_emb.cos"), c.tensor("input.image_rotary_emb.sin")};
+    if (c.has("input.image_rotary_emb.cos"))
+      rope = {c.tensor("input.image_rotary_emb.cos"), c.tensor("input.image_rotary_emb.sin")};
     // The README's rule (30 x observed, at least 1e-5) on the explicit-merge error it reports.
     atol = std::max(1e-5, 30 * c.meta.at("observed").value("peft_vs_explicit_merge_max_abs", 0.0));
   }

@@ -85,8 +85,8 @@ TEST(LossGolden, OutputsAndIntermediatesMatchTheFinetuneRecipe) {
       ASSERT_TRUE(c.has("inter.image_latents"));
       EXPECT_TRUE(all_close(out.image_latents, c.tensor("inter.image_latents"), image_atol)) << "inter.image_latents";
     }
-    EXPECT_TRUE(all_close(out.transformer_input, c.tensor("inter.transformer_input"),
-                          config.is_i2v() ? image_atol : 1e-6))
+    EXPECT_TRUE(
+        all_close(out.transformer_input, c.tensor("inter.transformer_input"), config.is_i2v() ? image_atol : 1e-6))
         << "inter.transformer_input";
     EXPECT_TRUE(all_close(out.model_pred, c.tensor("output.model_pred"), atol)) << "output.model_pred";
     EXPECT_TRUE(all_close(out.latent_pred, c.tensor("output.latent_pred"), atol)) << "output.latent_pred";

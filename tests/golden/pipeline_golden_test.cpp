@@ -36,8 +36,9 @@ TEST(PipelineGolden, DenoisingLoopMatchesStepByStep) {
     if (c.has("inter.image_rotary_emb.cos")) {
       rope = {c.tensor("inter.image_rotary_emb.cos"), c.tensor("inter.image_rotary_emb.sin")};
       const auto& shapes = c.meta.at("shapes");
-      const auto mine = cvx::pipeline_rotary_embedding(transformer->config, call.at("height"), call.at("width"),
-                                                       shapes.value("latent_frames_padded", shapes.at("latent_frames").get<int64_t>()));
+      const auto mine = cvx::pipeline_rotary_embedding(
+          transformer->config, call.at("height"), call.at("width"),
+          shapes.value("latent_frames_padded", shapes.at("latent_frames").get<int64_t>()));
       EXPECT_TRUE(torch::equal(mine.cos, rope.cos)) << "pipeline rotary table";
     }
     std::optional<torch::Tensor> ofs;
@@ -48,7 +49,8 @@ TEST(PipelineGolden, DenoisingLoopMatchesStepByStep) {
     std::vector<torch::Tensor> draws;
     for (size_t i = 0; i < c.meta.at("timesteps").size(); ++i)
       for (const char* name : {"noise_a", "noise_b"})
-        if (c.has("step." + std::to_string(i) + "." + name)) draws.push_back(c.tensor("step." + std::to_string(i) + "." + name));
+        if (c.has("step." + std::to_string(i) + "." + name))
+          draws.push_back(c.tensor("step." + std::to_string(i) + "." + name));
     size_t next_draw = 0;
     auto noise = [&](const torch::Tensor&) { return draws.at(next_draw++); };
 
@@ -68,8 +70,8 @@ TEST(PipelineGolden, DenoisingLoopMatchesStepByStep) {
     };
     const auto final_latents =
         cvx::denoise(transformer, scheduler, c.tensor("input.initial_latents"), c.tensor("inter.prompt_embeds"),
-                     c.tensor("inter.negative_prompt_embeds"), image_latents, ofs,
-                     rope.cos.defined() ? &rope : nullptr, options, noise, check_step);
+                     c.tensor("inter.negative_prompt_embeds"), image_latents, ofs, rope.cos.defined() ? &rope : nullptr,
+                     options, noise, check_step);
     EXPECT_EQ(steps_seen, expected_w.size());
     EXPECT_EQ(next_draw, draws.size()) << "scheduler noise draws";
     EXPECT_TRUE(cvx::test::all_close(final_latents, c.tensor("output.final_latents"), kEndToEndAtol));
@@ -90,7 +92,8 @@ TEST(PipelineGolden, EndToEndFromTheModelFolder) {
     const auto& call = c.meta.at("call");
     cvx::GenerateRequest request;
     request.prompt = call.at("prompt");
-    if (call.contains("negative_prompt") && call["negative_prompt"].is_string()) request.negative_prompt = call["negative_prompt"];
+    if (call.contains("negative_prompt") && call["negative_prompt"].is_string())
+      request.negative_prompt = call["negative_prompt"];
     request.height = call.at("height");
     request.width = call.at("width");
     request.num_frames = call.at("num_frames");

@@ -78,13 +78,20 @@ TEST(SchedulerGolden, StepsMatchWithRecordedAndChainedInputs) {
       SCOPED_TRACE("step " + std::to_string(i));
       const std::string p = "step." + std::to_string(i) + ".";
       const int64_t t = timesteps[i].item<int64_t>();
-      const std::optional<int64_t> t_back = i > 0 ? std::optional<int64_t>(timesteps[i - 1].item<int64_t>()) : std::nullopt;
+      const std::optional<int64_t> t_back =
+          i > 0 ? std::optional<int64_t>(timesteps[i - 1].item<int64_t>()) : std::nullopt;
       // Coefficients.
       const auto coef = scheduler.coefficients(t, dpm ? t_back : std::nullopt);
-      const std::pair<const char*, double> fields[] = {
-          {"alpha_prod_t", coef.alpha_prod_t}, {"alpha_prod_t_prev", coef.alpha_prod_t_prev},
-          {"alpha_prod_t_back", coef.alpha_prod_t_back}, {"h", coef.h}, {"r", coef.r}, {"mult1", coef.mult1},
-          {"mult2", coef.mult2}, {"mult3", coef.mult3}, {"mult4", coef.mult4}, {"mult_noise", coef.mult_noise}};
+      const std::pair<const char*, double> fields[] = {{"alpha_prod_t", coef.alpha_prod_t},
+                                                       {"alpha_prod_t_prev", coef.alpha_prod_t_prev},
+                                                       {"alpha_prod_t_back", coef.alpha_prod_t_back},
+                                                       {"h", coef.h},
+                                                       {"r", coef.r},
+                                                       {"mult1", coef.mult1},
+                                                       {"mult2", coef.mult2},
+                                                       {"mult3", coef.mult3},
+                                                       {"mult4", coef.mult4},
+                                                       {"mult_noise", coef.mult_noise}};
       for (const auto& [name, value] : fields) {
         const std::string key = std::string("step.coef.") + name;
         if (!c.has(key)) continue;

@@ -40,11 +40,13 @@ TEST(T5Golden, TokenIdsMatchForEveryPrompt) {
       const auto row = static_cast<int64_t>(i);
       EXPECT_TRUE(torch::equal(batch.input_ids[row], expected_ids[row]));
       EXPECT_TRUE(torch::equal(batch.attention_mask[row], c.tensor("input.attention_mask")[row]));
-      EXPECT_EQ(batch.untruncated_lengths[row].item<int64_t>(), c.tensor("input.untruncated_lengths")[row].item<int64_t>());
+      EXPECT_EQ(batch.untruncated_lengths[row].item<int64_t>(),
+                c.tensor("input.untruncated_lengths")[row].item<int64_t>());
       if (c.meta.contains("pieces_without_padding")) {
         // transformers' convert_ids_to_tokens of the unpadded ids: pieces, <unk> and added tokens.
         std::vector<std::string> pieces;
-        for (int64_t k = 0; k < batch.prompts[i].length; ++k) pieces.push_back(tokenizer.id_to_token(batch.prompts[i].ids[k]));
+        for (int64_t k = 0; k < batch.prompts[i].length; ++k)
+          pieces.push_back(tokenizer.id_to_token(batch.prompts[i].ids[k]));
         EXPECT_EQ(pieces, c.meta["pieces_without_padding"].at(i).get<std::vector<std::string>>());
       }
     }
@@ -61,9 +63,9 @@ TEST(T5Golden, RelativePositionBucketsMatch) {
     const int64_t length = (expected.size(0) + 1) / 2;
     const auto config = cvx::T5Config::from_json(c.meta.at("config"));
     const auto relative = torch::arange(expected.size(0), torch::kLong) - (length - 1);
-    const auto buckets = cvx::t5_relative_position_bucket(relative, /*bidirectional=*/true,
-                                                          config.relative_attention_num_buckets,
-                                                          config.relative_attention_max_distance);
+    const auto buckets =
+        cvx::t5_relative_position_bucket(relative, /*bidirectional=*/true, config.relative_attention_num_buckets,
+                                         config.relative_attention_max_distance);
     EXPECT_TRUE(torch::equal(buckets, expected)) << buckets << expected;
   }
 }

@@ -24,8 +24,8 @@ TEST(TinyModelGolden, MakeTinyHasTheGoldenKeySetPerVariant) {
     EXPECT_EQ(tiny.weights->names(), golden.weights->names());
     for (const auto& name : golden.weights->names())
       EXPECT_EQ(tiny.weights->info(name).shape.size(), golden.weights->info(name).shape.size()) << name;
-    ASSERT_EQ(cvx::test::run_command("'" + cvx::test::built_program("cvx_inspect").string() + "' '" + dir.string() + "'",
-                                     &out),
+    ASSERT_EQ(cvx::test::run_command(
+                  "'" + cvx::test::built_program("cvx_inspect").string() + "' '" + dir.string() + "'", &out),
               0)
         << out;
     for (const auto& name : golden.weights->names()) EXPECT_NE(out.find(name + " "), std::string::npos) << name;

@@ -49,8 +49,8 @@ TEST(TransformerGolden, OutputsAndIntermediatesMatchDiffusers) {
     const Inputs in = inputs_of(c);
     cvx::TransformerTrace trace;
     torch::NoGradGuard no_grad;
-    const auto out = model->forward(in.hidden, in.encoder, in.timestep, in.ofs,
-                                    in.rope.cos.defined() ? &in.rope : nullptr, &trace);
+    const auto out =
+        model->forward(in.hidden, in.encoder, in.timestep, in.ofs, in.rope.cos.defined() ? &in.rope : nullptr, &trace);
     const double atol = output_atol(c);
     EXPECT_TRUE(cvx::test::all_close(out, c.tensor("output.sample"), atol)) << "output.sample";
     size_t compared = 0;

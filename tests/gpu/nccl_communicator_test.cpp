@@ -10,10 +10,10 @@ namespace {
 
 using cvx::ReduceOp;
 
-#define CVX_REQUIRE_NCCL_GPU()                                                                   \
-  do {                                                                                           \
-    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";                          \
-    if (!cvx::nccl_available()) GTEST_SKIP() << "this cvx build has no NCCL";                    \
+#define CVX_REQUIRE_NCCL_GPU()                                                \
+  do {                                                                        \
+    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";       \
+    if (!cvx::nccl_available()) GTEST_SKIP() << "this cvx build has no NCCL"; \
   } while (0)
 
 // MPI only starts in tests that get this far; finalised once after the last test.
@@ -28,7 +28,9 @@ std::unique_ptr<cvx::Communicator> make_comm() {
   return cvx::make_nccl_communicator(world.world, 0, "gpu_test");
 }
 
-torch::TensorOptions on_gpu(torch::ScalarType type) { return torch::TensorOptions().dtype(type).device(torch::kCUDA, 0); }
+torch::TensorOptions on_gpu(torch::ScalarType type) {
+  return torch::TensorOptions().dtype(type).device(torch::kCUDA, 0);
+}
 
 }  // namespace
 

@@ -21,7 +21,7 @@ constexpr int64_t kShard = 7;  // odd, so no chunk boundary is accidentally alig
 const std::vector<torch::ScalarType> kFloatTypes = {torch::kFloat32, torch::kFloat64, torch::kBFloat16,
                                                     torch::kFloat16};
 const std::vector<torch::ScalarType> kAllTypes = {torch::kFloat32, torch::kFloat64, torch::kBFloat16,
-                                                  torch::kFloat16, torch::kInt32, torch::kInt64};
+                                                  torch::kFloat16, torch::kInt32,   torch::kInt64};
 
 bool is_half(torch::ScalarType type) { return type == torch::kFloat16 || type == torch::kBFloat16; }
 torch::ScalarType accumulation_type(torch::ScalarType type) { return is_half(type) ? torch::kFloat32 : type; }
@@ -96,7 +96,8 @@ TEST(MpiCommunicator, ReduceScatterGivesEachRankItsReducedChunk) {
       if (op == ReduceOp::avg && !torch::isFloatingType(type)) continue;
       const auto shard = torch::full({kShard}, 99, type);
       comm.reduce_scatter(input_of(comm.rank(), n, type), shard, op)->wait();
-      const auto expected = reference(comm.size(), n, type, op).slice(0, comm.rank() * kShard, (comm.rank() + 1) * kShard);
+      const auto expected =
+          reference(comm.size(), n, type, op).slice(0, comm.rank() * kShard, (comm.rank() + 1) * kShard);
       EXPECT_TRUE(torch::equal(shard, expected)) << describe(type, op) << "\n" << shard << "\n" << expected;
     }
   }
@@ -109,7 +110,8 @@ TEST(MpiCommunicator, AllReduceReducesInPlace) {
       if (op == ReduceOp::avg && !torch::isFloatingType(type)) continue;
       const auto tensor = input_of(comm.rank(), kShard, type);
       comm.all_reduce(tensor, op)->wait();
-      EXPECT_TRUE(torch::equal(tensor, reference(comm.size(), kShard, type, op))) << describe(type, op) << "\n" << tensor;
+      EXPECT_TRUE(torch::equal(tensor, reference(comm.size(), kShard, type, op))) << describe(type, op) << "\n"
+                                                                                  << tensor;
     }
   }
 }
@@ -297,9 +299,12 @@ TEST(MpiCommunicator, RejectsIntegerAverageAndBadRoot) {
   MpiCommunicator comm(MPI_COMM_WORLD, "world");
   const auto ints = torch::zeros({kShard}, torch::kInt32);
   expect_error([&] { comm.all_reduce(ints, ReduceOp::avg); }, {"all_reduce", "avg", "integer"});
-  expect_error([&] { comm.reduce_scatter(torch::zeros({comm.size() * kShard}, torch::kInt64),
-                                         torch::zeros({kShard}, torch::kInt64), ReduceOp::avg); },
-               {"reduce_scatter", "avg", "integer"});
+  expect_error(
+      [&] {
+        comm.reduce_scatter(torch::zeros({comm.size() * kShard}, torch::kInt64), torch::zeros({kShard}, torch::kInt64),
+                            ReduceOp::avg);
+      },
+      {"reduce_scatter", "avg", "integer"});
   expect_error([&] { comm.broadcast(ints, comm.size()); }, {"broadcast", "root"});
   expect_error([&] { comm.all_reduce(torch::zeros({kShard}, torch::kUInt8), ReduceOp::sum); },
                {"all_reduce", "unsupported dtype"});

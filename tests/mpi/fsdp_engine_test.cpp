@@ -39,7 +39,6 @@ std::unique_ptr<cvx::Communicator> self() {
   return std::make_unique<cvx::MpiCommunicator>(MPI_COMM_SELF, "self", test_options());
 }
 
-
 void expect_states_near(const std::map<std::string, torch::Tensor>& a, const std::map<std::string, torch::Tensor>& b,
                         double atol, const std::string& what) {
   ASSERT_EQ(a.size(), b.size()) << what;
@@ -250,9 +249,9 @@ TEST(FsdpEngine, LoadingWeightsThatDoNotFitListsTheProblems) {
   torch::manual_seed(3);
   cvx::CogVideoXTransformer source_model(config);
   auto state = cvx::module_state(*source_model);
-  state.erase(state.begin());                                   // one missing
-  state.emplace_back("extra.weight", torch::zeros({2}));        // one unexpected
-  state[3].second = torch::zeros({static_cast<int64_t>(7)});   // one mismatched
+  state.erase(state.begin());                                 // one missing
+  state.emplace_back("extra.weight", torch::zeros({2}));      // one unexpected
+  state[3].second = torch::zeros({static_cast<int64_t>(7)});  // one mismatched
   const auto weights = shared_weights(*all, "shard_load_bad", state);
   cvx::CogVideoXTransformer model(config, cvx::ModuleInit::unmaterialized(torch::kFloat32));
   cvx::FsdpEngine engine(model->sharding_units(), *all, {}, torch::kCPU);
@@ -398,8 +397,8 @@ TEST(FsdpEngine, StreamedFullStateEqualsTheUnshardedModelFile) {
     for (const auto& name : o.order) tensors.emplace_back(name, values.at(name));
     const fs::path ref_dir = dir / (lora ? "lora_ref" : "full_ref");
     fs::create_directories(ref_dir);
-    const auto expected = cvx::save_safetensors_sharded(ref_dir, "diffusion_pytorch_model",
-                                                        tensors, o.max_shard_bytes, o.metadata);
+    const auto expected =
+        cvx::save_safetensors_sharded(ref_dir, "diffusion_pytorch_model", tensors, o.max_shard_bytes, o.metadata);
     ASSERT_EQ(written.files.size(), expected.files.size());
     auto bytes = [](const fs::path& p) {
       std::ifstream in(p, std::ios::binary);

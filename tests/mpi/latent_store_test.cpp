@@ -11,14 +11,13 @@
 #include "test_util.h"
 
 namespace fs = std::filesystem;
-using cvx::test::shared_scratch;
 using cvx::test::same_bits;
+using cvx::test::shared_scratch;
 using cvx::test::store_test_tensor;
 
 namespace {
 constexpr int64_t kSamples = 11, kPrompts = 3;
 const std::vector<int64_t> kMoments{8, 3, 4, 6}, kImage{8, 1, 4, 6}, kEmbedding{5, 8};
-
 
 bool mine(int64_t row) {
   const auto& world = cvx::mpi_world();

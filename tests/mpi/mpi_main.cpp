@@ -61,8 +61,7 @@ int main(int argc, char** argv) {
   if (world.rank == 0) {
     for (int r = 0; r < world.size; ++r) {
       if (lengths[r] == 0) continue;
-      std::cerr << "---- failures on rank " << r << " of " << world.size << ":\n"
-                << all.substr(offsets[r], lengths[r]);
+      std::cerr << "---- failures on rank " << r << " of " << world.size << ":\n" << all.substr(offsets[r], lengths[r]);
     }
     std::cerr << (any_failed ? "MPI tests FAILED" : "MPI tests passed") << " on " << world.size << " ranks"
               << std::endl;

@@ -23,21 +23,21 @@ int main(int argc, char** argv) {
   std::vector<char*> args{argv[0]};
   args.insert(args.end(), argv + 2, argv + argc);
   args.push_back(nullptr);
-  return cvx::run_app("precompute_kill_probe", static_cast<int>(args.size()) - 1, args.data(),
-                      [die_after](cvx::AppContext& ctx) {
-    // The options of cvx_precompute (src/apps/cvx_precompute.cpp).
-    cvx::GeneralConfig general;
-    cvx::ModelConfig model;
-    cvx::DataConfig data;
-    cvx::PrecomputeConfig precompute;
-    cvx::Options options("precompute_kill_probe", "cvx_precompute whose last rank dies after N samples");
-    options.add("", general).add("model", model).add("data", data).add("precompute", precompute);
-    cvx::add_foreign_sections(options, "cvx_precompute");
-    if (!cvx::parse_and_configure(ctx, options, general)) return 0;
-    cvx::PrecomputeHooks hooks;
-    hooks.after_sample = [&ctx, die_after](int64_t done) {
-      if (ctx.mpi->rank == ctx.mpi->size - 1 && done >= die_after) std::_Exit(9);
-    };
-    return cvx::run_precompute(ctx, model, data, precompute, hooks);
-  });
+  return cvx::run_app(
+      "precompute_kill_probe", static_cast<int>(args.size()) - 1, args.data(), [die_after](cvx::AppContext& ctx) {
+        // The options of cvx_precompute (src/apps/cvx_precompute.cpp).
+        cvx::GeneralConfig general;
+        cvx::ModelConfig model;
+        cvx::DataConfig data;
+        cvx::PrecomputeConfig precompute;
+        cvx::Options options("precompute_kill_probe", "cvx_precompute whose last rank dies after N samples");
+        options.add("", general).add("model", model).add("data", data).add("precompute", precompute);
+        cvx::add_foreign_sections(options, "cvx_precompute");
+        if (!cvx::parse_and_configure(ctx, options, general)) return 0;
+        cvx::PrecomputeHooks hooks;
+        hooks.after_sample = [&ctx, die_after](int64_t done) {
+          if (ctx.mpi->rank == ctx.mpi->size - 1 && done >= die_after) std::_Exit(9);
+        };
+        return cvx::run_precompute(ctx, model, data, precompute, hooks);
+      });
 }

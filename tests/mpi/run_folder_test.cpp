@@ -46,7 +46,8 @@ TEST(RunFolder, SharedAcrossRanks) {
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_NE(text.find("[r" + std::to_string(world.rank) + "] hello from rank " + std::to_string(world.rank)),
             std::string::npos)
-      << mine << ":\n" << text;
+      << mine << ":\n"
+      << text;
   for (int r = 0; r < world.size; ++r) {
     if (r != world.rank) EXPECT_EQ(text.find("hello from rank " + std::to_string(r)), std::string::npos);
   }

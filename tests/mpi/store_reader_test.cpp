@@ -28,7 +28,8 @@ fs::path complete_store(const std::string& name) {
       store.write_sample(i, store_test_tensor(kMoments, i, torch::kFloat32));
       store.mark_done(i, 9);
     }
-    for (int64_t p = 0; p < kPrompts; ++p) store.write_prompt(p, store_test_tensor(kEmbedding, 50 + p, torch::kFloat32));
+    for (int64_t p = 0; p < kPrompts; ++p)
+      store.write_prompt(p, store_test_tensor(kEmbedding, 50 + p, torch::kFloat32));
   }
   CVX_MPI(MPI_Barrier(MPI_COMM_WORLD));
   return path;
@@ -38,12 +39,15 @@ void expect_rows(cvx::BatchPrefetcher& prefetcher, const std::vector<int64_t>& r
   const auto batch = prefetcher.next(nullptr);
   ASSERT_EQ(batch.rows, rows);
   for (size_t k = 0; k < rows.size(); ++k) {
-    const auto expected = store_test_tensor(kMoments, rows[k], torch::kFloat32).to(torch::kBFloat16).to(torch::kFloat32);
+    const auto expected =
+        store_test_tensor(kMoments, rows[k], torch::kFloat32).to(torch::kBFloat16).to(torch::kFloat32);
     EXPECT_TRUE(torch::equal(batch.moments[k], expected)) << "rank " << cvx::mpi_world().rank << " row " << rows[k];
     // Both stored as bf16 (the store's default): the float32 read is the bf16 rounding.
-    const auto embedding =
-        store_test_tensor(kEmbedding, 50 + rows[k] % kPrompts, torch::kFloat32).to(torch::kBFloat16).to(torch::kFloat32);
-    EXPECT_TRUE(torch::equal(batch.prompt_embeds[k], embedding)) << "rank " << cvx::mpi_world().rank << " row " << rows[k];
+    const auto embedding = store_test_tensor(kEmbedding, 50 + rows[k] % kPrompts, torch::kFloat32)
+                               .to(torch::kBFloat16)
+                               .to(torch::kFloat32);
+    EXPECT_TRUE(torch::equal(batch.prompt_embeds[k], embedding))
+        << "rank " << cvx::mpi_world().rank << " row " << rows[k];
   }
 }
 }  // namespace

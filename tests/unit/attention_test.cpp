@@ -23,7 +23,8 @@ TEST(Attention, MatchesTheMathFormulationWithGradients) {
   const auto weight = torch::randn_like(out);
   const auto grads = torch::autograd::grad({(out * weight).sum()}, {q, k, v});
   const auto expected_grads = torch::autograd::grad({(expected * weight).sum()}, {q, k, v});
-  for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(torch::allclose(grads[i], expected_grads[i], 1e-10, 1e-10)) << "input " << i;
+  for (size_t i = 0; i < 3; ++i)
+    EXPECT_TRUE(torch::allclose(grads[i], expected_grads[i], 1e-10, 1e-10)) << "input " << i;
 }
 
 TEST(Attention, LongerKeysThanQueriesAndFloat32) {

@@ -44,7 +44,7 @@ TEST(Embeddings, RoundHalfToEven) {
 
 TEST(Embeddings, CropRegionUsesBankersRounding) {
   // CogVideoX 1.0 base grid 30x45 (480x720, patch 2, VAE factor 8); grids for three resolutions.
-  EXPECT_EQ(cvx::resize_crop_region_for_grid(30, 45, 45, 30), (CropRegion{0, 0, 30, 45}));  // 480x720
+  EXPECT_EQ(cvx::resize_crop_region_for_grid(30, 45, 45, 30), (CropRegion{0, 0, 30, 45}));   // 480x720
   EXPECT_EQ(cvx::resize_crop_region_for_grid(45, 30, 45, 30), (CropRegion{0, 12, 30, 32}));  // 720x480: 12.5 -> 12
   EXPECT_EQ(cvx::resize_crop_region_for_grid(48, 85, 45, 30), (CropRegion{2, 0, 27, 45}));   // 768x1360: 2.5 -> 2
   EXPECT_THROW(cvx::resize_crop_region_for_grid(0, 45, 45, 30), cvx::Error);
@@ -207,8 +207,8 @@ TEST(Embeddings, TimestepEmbeddingFormula) {
     for (int64_t i = 0; i < 4; ++i)
       for (int64_t k = 0; k < half; ++k) {
         const double arg = t[i].item<double>() * std::exp(-std::log(10000.0) * k / half);
-        const double tol = 1e-6 * std::max(1.0, arg);  // float32 rounding of the frequency scales with t
-        EXPECT_NEAR(emb[i][k].item<double>(), std::cos(arg), tol);         // flipped: cos first
+        const double tol = 1e-6 * std::max(1.0, arg);               // float32 rounding of the frequency scales with t
+        EXPECT_NEAR(emb[i][k].item<double>(), std::cos(arg), tol);  // flipped: cos first
         EXPECT_NEAR(emb[i][half + k].item<double>(), std::sin(arg), tol);
       }
     if (dim % 2 == 1) EXPECT_TRUE(torch::equal(emb.select(1, dim - 1), torch::zeros({4})));

@@ -14,8 +14,8 @@ TEST(ExtractImages, WritesFirstFramesAndTheList) {
   fs::create_directories(dir / "videos" / "more");
   std::string out;
   // Two clips with the same stem in different folders; the first frame of each is a solid colour.
-  for (const auto& [path, colour] : {std::pair<std::string, std::string>{"videos/clip.mp4", "red"},
-                                     {"videos/more/clip.mp4", "blue"}}) {
+  for (const auto& [path, colour] :
+       {std::pair<std::string, std::string>{"videos/clip.mp4", "red"}, {"videos/more/clip.mp4", "blue"}}) {
     ASSERT_EQ(cvx::test::run_command("ffmpeg -v error -y -f lavfi -i color=c=" + colour +
                                          ":size=48x32:rate=8 -frames:v 3 -c:v libx264 -pix_fmt yuv420p '" +
                                          (dir / path).string() + "'",

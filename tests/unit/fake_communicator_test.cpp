@@ -134,14 +134,17 @@ TEST(FakeCommunicator, StatsEqualThoseOfARealWorldOfEight) {
 TEST(FakeCommunicator, RejectsWhatARealBackendRejects) {
   FakeCommunicator comm(kRank, kSize);
   const auto shard = torch::zeros({kShard});
-  EXPECT_NE(error_of([&] { comm.all_gather(shard, torch::zeros({kSize * kShard - 1})); }).find("all_gather on fake:world"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { comm.all_gather(shard, torch::zeros({kSize * kShard - 1})); }).find("all_gather on fake:world"),
+      std::string::npos);
   const auto full = torch::zeros({kSize * kShard});
   EXPECT_NE(error_of([&] { comm.reduce_scatter(full, full.slice(0, 0, kShard), ReduceOp::sum); }).find("overlap"),
             std::string::npos);
   EXPECT_NE(error_of([&] { comm.all_reduce(torch::zeros({4}, torch::kInt64), ReduceOp::avg); }).find("all_reduce"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { comm.all_reduce(torch::zeros({4, 2}).t(), ReduceOp::sum); }).find("contiguous"),
+  EXPECT_NE(error_of([&] {
+              comm.all_reduce(torch::zeros({4, 2}).t(), ReduceOp::sum);
+            }).find("contiguous"),
             std::string::npos);
   EXPECT_NE(error_of([&] { comm.broadcast(shard, kSize); }).find("root"), std::string::npos);
 }

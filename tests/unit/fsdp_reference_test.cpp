@@ -35,7 +35,8 @@ TEST(FsdpReference, OneRankStepEqualsPlainTorchTraining) {
       const double norm = torch::nn::utils::clip_grad_norm_(params, o.max_grad_norm);
       EXPECT_NEAR(run.last_grad_norm(), norm, 1e-5 * norm);
       EXPECT_GT(norm, o.max_grad_norm);
-      torch::optim::AdamW adamw(params, torch::optim::AdamWOptions(o.lr).betas({0.9, 0.95}).eps(o.adam_epsilon).weight_decay(1e-4));
+      torch::optim::AdamW adamw(
+          params, torch::optim::AdamWOptions(o.lr).betas({0.9, 0.95}).eps(o.adam_epsilon).weight_decay(1e-4));
       adamw.step();
       const auto state = run.full_state(/*trainable_only=*/true);
       ASSERT_EQ(state.size(), params.size());

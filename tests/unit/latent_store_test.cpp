@@ -215,10 +215,10 @@ TEST(LatentStore, RefusesFilesThatAreNotStores) {
                                         cvx::test::small_store_prompts(1), {}, MPI_COMM_SELF),
                cvx::ConfigError);
   // Prompt rows must exist.
-  EXPECT_THROW(cvx::LatentStore::create(dir / "s.h5", cvx::test::small_store_header(),
-                                        cvx::test::small_store_samples(3, 3), cvx::test::small_store_prompts(2), {},
-                                        MPI_COMM_SELF),
-               cvx::ConfigError);
+  EXPECT_THROW(
+      cvx::LatentStore::create(dir / "s.h5", cvx::test::small_store_header(), cvx::test::small_store_samples(3, 3),
+                               cvx::test::small_store_prompts(2), {}, MPI_COMM_SELF),
+      cvx::ConfigError);
 }
 
 TEST(LatentStore, InspectPrintsHeaderAndTable) {

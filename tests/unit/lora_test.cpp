@@ -3,8 +3,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "cvx/core/error.h"
 #include "cvx/io/json_file.h"
@@ -45,7 +45,8 @@ std::shared_ptr<Node> make_tree() {
   auto root = std::make_shared<Node>();
   for (int i = 0; i < 2; ++i) {
     const std::string p = "transformer_blocks." + std::to_string(i) + ".";
-    for (const char* name : {"attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0"}) root->add(p + name, kDim, kDim);
+    for (const char* name : {"attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0"})
+      root->add(p + name, kDim, kDim);
     root->add(p + "ff.net.0.proj", kDim, 2 * kDim);
     root->add(p + "ff.net.2", 2 * kDim, kDim, false);
   }
@@ -236,10 +237,9 @@ TEST(LoraLinear, Bf16BaseWithFloat32Adapter) {
   randomize_b(*layer);
   EXPECT_EQ(layer->lora_A->weight.scalar_type(), torch::kFloat32);
   const auto x = torch::randn({3, 16}).to(torch::kBFloat16);
-  const auto reference = torch::linear(x.to(torch::kFloat32), layer->weight.to(torch::kFloat32),
-                                       layer->bias.to(torch::kFloat32)) +
-                         torch::linear(torch::linear(x.to(torch::kFloat32), layer->lora_A->weight),
-                                       layer->lora_B->weight);
+  const auto reference =
+      torch::linear(x.to(torch::kFloat32), layer->weight.to(torch::kFloat32), layer->bias.to(torch::kFloat32)) +
+      torch::linear(torch::linear(x.to(torch::kFloat32), layer->lora_A->weight), layer->lora_B->weight);
 
   layer->freeze_base(true);
   auto y = layer(x);
@@ -292,10 +292,10 @@ TEST(LoraInject, SuffixMatchingAtDotBoundaries) {
   config.rank = 4;
   config.alpha = 2.0;
   const auto modules = cvx::inject_lora(*root, config);
-  const std::vector<std::string> expected{
-      "transformer_blocks.0.attn1.to_k", "transformer_blocks.0.attn1.to_out.0", "transformer_blocks.0.attn1.to_q",
-      "transformer_blocks.0.attn1.to_v", "transformer_blocks.1.attn1.to_k", "transformer_blocks.1.attn1.to_out.0",
-      "transformer_blocks.1.attn1.to_q", "transformer_blocks.1.attn1.to_v"};
+  const std::vector<std::string> expected{"transformer_blocks.0.attn1.to_k", "transformer_blocks.0.attn1.to_out.0",
+                                          "transformer_blocks.0.attn1.to_q", "transformer_blocks.0.attn1.to_v",
+                                          "transformer_blocks.1.attn1.to_k", "transformer_blocks.1.attn1.to_out.0",
+                                          "transformer_blocks.1.attn1.to_q", "transformer_blocks.1.attn1.to_v"};
   EXPECT_EQ(modules, expected);
   for (auto& [name, layer] : layer_map(*root)) {
     const bool want = std::find(expected.begin(), expected.end(), name) != expected.end();
@@ -335,11 +335,11 @@ TEST(LoraInject, StateParametersAndTrainability) {
   const auto state = cvx::lora_state(*root);
   std::vector<std::string> names;
   for (const auto& [name, t] : state) names.push_back(name);
-  EXPECT_EQ(names, (std::vector<std::string>{"proj_out.lora_A.weight", "proj_out.lora_B.weight",
-                                             "transformer_blocks.0.attn1.to_v.lora_A.weight",
-                                             "transformer_blocks.0.attn1.to_v.lora_B.weight",
-                                             "transformer_blocks.1.attn1.to_v.lora_A.weight",
-                                             "transformer_blocks.1.attn1.to_v.lora_B.weight"}));
+  EXPECT_EQ(names,
+            (std::vector<std::string>{
+                "proj_out.lora_A.weight", "proj_out.lora_B.weight", "transformer_blocks.0.attn1.to_v.lora_A.weight",
+                "transformer_blocks.0.attn1.to_v.lora_B.weight", "transformer_blocks.1.attn1.to_v.lora_A.weight",
+                "transformer_blocks.1.attn1.to_v.lora_B.weight"}));
   // The adapter names are those of module_state, so trainer checkpoints and load_state agree.
   std::set<std::string> all;
   for (const auto& [name, t] : cvx::module_state(*root)) all.insert(name);
@@ -557,9 +557,9 @@ TEST(LoraFile, UnprefixedAndLegacyNamesLoad) {
                          {"text_encoder.whatever.lora_A.weight", torch::randn({1, 1})}});
   auto legacy = make_tree();
   const auto old = cvx::load_lora(*legacy, dir / "legacy.safetensors");
-  EXPECT_EQ(old.modules, (std::vector<std::string>{"transformer_blocks.0.attn1.to_out.0",
-                                                   "transformer_blocks.0.attn1.to_q",
-                                                   "transformer_blocks.1.ff.net.0.proj"}));
+  EXPECT_EQ(old.modules,
+            (std::vector<std::string>{"transformer_blocks.0.attn1.to_out.0", "transformer_blocks.0.attn1.to_q",
+                                      "transformer_blocks.1.ff.net.0.proj"}));
   EXPECT_DOUBLE_EQ(old.scale, 1.0);
   const auto layers = layer_map(*legacy);
   EXPECT_TRUE(torch::equal(layers.at("transformer_blocks.0.attn1.to_q")->lora_A->weight, a));
@@ -580,10 +580,11 @@ TEST(LoraFile, BadFilesNameTheKey) {
     return message;
   };
   const std::string stray = "transformer.transformer_blocks.0.attn1.to_z.lora_A.weight";
-  std::string message = load_error("stray.safetensors", {{"transformer.transformer_blocks.0.attn1.to_q.lora_A.weight", a},
-                                                          {"transformer.transformer_blocks.0.attn1.to_q.lora_B.weight", b},
-                                                          {stray, a},
-                                                          {"transformer.transformer_blocks.0.attn1.to_z.lora_B.weight", b}});
+  std::string message =
+      load_error("stray.safetensors", {{"transformer.transformer_blocks.0.attn1.to_q.lora_A.weight", a},
+                                       {"transformer.transformer_blocks.0.attn1.to_q.lora_B.weight", b},
+                                       {stray, a},
+                                       {"transformer.transformer_blocks.0.attn1.to_z.lora_B.weight", b}});
   EXPECT_NE(message.find(stray), std::string::npos) << message;
 
   message = load_error("partner.safetensors", {{"transformer.proj_out.lora_A.weight", a}});

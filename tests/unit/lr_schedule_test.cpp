@@ -47,7 +47,7 @@ TEST(LrSchedule, ConstantIsThePeakAtEveryStepEvenWithWarmupSet) {
 
 TEST(LrSchedule, ConstantWithWarmupRampsLinearlyThenHolds) {
   const auto s = make("constant_with_warmup", 100, 1000);
-  EXPECT_EQ(s.multiplier(0), 0.0);           // 0 / 100: the first optimizer step has lr 0
+  EXPECT_EQ(s.multiplier(0), 0.0);  // 0 / 100: the first optimizer step has lr 0
   EXPECT_EQ(s.lr(0), 0.0);
   EXPECT_DOUBLE_EQ(s.multiplier(1), 0.01);   // 1 / 100
   EXPECT_DOUBLE_EQ(s.multiplier(50), 0.5);   // 50 / 100
@@ -62,12 +62,12 @@ TEST(LrSchedule, ConstantWithWarmupRampsLinearlyThenHolds) {
 TEST(LrSchedule, LinearDecaysToZeroAtTheLastStep) {
   // W = 10, N = 110: after the warm-up lambda = (110 - s) / (110 - 10).
   const auto s = make("linear", 10, 110);
-  EXPECT_DOUBLE_EQ(s.multiplier(5), 0.5);    // warm-up: 5 / 10
-  EXPECT_EQ(s.multiplier(10), 1.0);          // 100 / 100
-  EXPECT_DOUBLE_EQ(s.multiplier(60), 0.5);   // 50 / 100
-  EXPECT_DOUBLE_EQ(s.multiplier(109), 0.01); // 1 / 100: the last optimizer step of the run
-  EXPECT_EQ(s.multiplier(110), 0.0);         // 0 / 100
-  EXPECT_EQ(s.multiplier(200), 0.0);         // max(0, -90 / 100)
+  EXPECT_DOUBLE_EQ(s.multiplier(5), 0.5);     // warm-up: 5 / 10
+  EXPECT_EQ(s.multiplier(10), 1.0);           // 100 / 100
+  EXPECT_DOUBLE_EQ(s.multiplier(60), 0.5);    // 50 / 100
+  EXPECT_DOUBLE_EQ(s.multiplier(109), 0.01);  // 1 / 100: the last optimizer step of the run
+  EXPECT_EQ(s.multiplier(110), 0.0);          // 0 / 100
+  EXPECT_EQ(s.multiplier(200), 0.0);          // max(0, -90 / 100)
 }
 
 TEST(LrSchedule, LinearWithWarmupLongerThanTheRunFollowsDiffusers) {
@@ -80,26 +80,26 @@ TEST(LrSchedule, LinearWithWarmupLongerThanTheRunFollowsDiffusers) {
 TEST(LrSchedule, CosineIsAHalfCosineFromPeakToZero) {
   // W = 10, N = 110: p = (s - 10) / 100, lambda = 0.5 (1 + cos(pi p)) (cycles 0.5: pi x 0.5 x 2 = pi).
   const auto s = make("cosine", 10, 110);
-  EXPECT_DOUBLE_EQ(s.multiplier(5), 0.5);                               // warm-up 5 / 10
-  EXPECT_EQ(s.multiplier(10), 1.0);                                     // p = 0: 0.5 (1 + 1)
-  EXPECT_DOUBLE_EQ(s.multiplier(35), 0.5 + std::sqrt(2.0) / 4);         // p = 1/4: 0.5 (1 + sqrt(2)/2)
-  EXPECT_NEAR(s.multiplier(60), 0.5, 1e-15);                            // p = 1/2: cos(pi/2) = 0
-  EXPECT_NEAR(s.multiplier(85), 0.5 - std::sqrt(2.0) / 4, 1e-15);       // p = 3/4: 0.5 (1 - sqrt(2)/2)
-  EXPECT_EQ(s.multiplier(110), 0.0);                                    // p = 1: 0.5 (1 + cos(pi)) = 0
+  EXPECT_DOUBLE_EQ(s.multiplier(5), 0.5);                          // warm-up 5 / 10
+  EXPECT_EQ(s.multiplier(10), 1.0);                                // p = 0: 0.5 (1 + 1)
+  EXPECT_DOUBLE_EQ(s.multiplier(35), 0.5 + std::sqrt(2.0) / 4);    // p = 1/4: 0.5 (1 + sqrt(2)/2)
+  EXPECT_NEAR(s.multiplier(60), 0.5, 1e-15);                       // p = 1/2: cos(pi/2) = 0
+  EXPECT_NEAR(s.multiplier(85), 0.5 - std::sqrt(2.0) / 4, 1e-15);  // p = 3/4: 0.5 (1 - sqrt(2)/2)
+  EXPECT_EQ(s.multiplier(110), 0.0);                               // p = 1: 0.5 (1 + cos(pi)) = 0
   EXPECT_DOUBLE_EQ(s.lr(35), 2e-5 * (0.5 + std::sqrt(2.0) / 4));
 }
 
 TEST(LrSchedule, CosineWithRestartsRestartsEachCycle) {
   // W = 0, N = 100, 2 cycles: p = s / 100, lambda = 0.5 (1 + cos(pi ((2 p) mod 1))), 0 once p >= 1.
   const auto s = make("cosine_with_restarts", 0, 100, 2e-5, /*cycles=*/2);
-  EXPECT_EQ(s.multiplier(0), 1.0);                     // (0) mod 1 = 0
-  EXPECT_NEAR(s.multiplier(25), 0.5, 1e-15);           // 0.5 mod 1 = 0.5: cos(pi/2) = 0
-  EXPECT_EQ(s.multiplier(50), 1.0);                    // 1.0 mod 1 = 0: the restart, back at the peak
-  EXPECT_NEAR(s.multiplier(75), 0.5, 1e-15);           // 1.5 mod 1 = 0.5
+  EXPECT_EQ(s.multiplier(0), 1.0);            // (0) mod 1 = 0
+  EXPECT_NEAR(s.multiplier(25), 0.5, 1e-15);  // 0.5 mod 1 = 0.5: cos(pi/2) = 0
+  EXPECT_EQ(s.multiplier(50), 1.0);           // 1.0 mod 1 = 0: the restart, back at the peak
+  EXPECT_NEAR(s.multiplier(75), 0.5, 1e-15);  // 1.5 mod 1 = 0.5
   // 1.98 mod 1 = 0.98: 0.5 (1 + cos(0.98 pi)) = 0.5 (1 - cos(0.02 pi)), the run's last step.
   EXPECT_NEAR(s.multiplier(99), 0.5 * (1 - std::cos(0.02 * M_PI)), 1e-15);
-  EXPECT_EQ(s.multiplier(100), 0.0);                   // p = 1: 0 (no restart at the end)
-  EXPECT_EQ(s.multiplier(150), 0.0);                   // p = 1.5 >= 1
+  EXPECT_EQ(s.multiplier(100), 0.0);  // p = 1: 0 (no restart at the end)
+  EXPECT_EQ(s.multiplier(150), 0.0);  // p = 1.5 >= 1
 }
 
 TEST(LrSchedule, CosineWithRestartsOfOneCycleIsTheCosineSchedule) {
@@ -113,11 +113,11 @@ TEST(LrSchedule, PolynomialDecaysToTheFixedEndValue) {
   // lr = 1e-4, end = 1e-7, W = 10, N = 110: r = 1 - (s - 10) / 100,
   // lambda = ((1e-4 - 1e-7) r^power + 1e-7) / 1e-4 = 0.999 r^power + 0.001.
   const auto linear = make("polynomial", 10, 110, 1e-4, 1, /*power=*/1.0);
-  EXPECT_DOUBLE_EQ(linear.multiplier(5), 0.5);         // warm-up 5 / 10
-  EXPECT_DOUBLE_EQ(linear.multiplier(10), 1.0);        // r = 1: 0.999 + 0.001
-  EXPECT_DOUBLE_EQ(linear.multiplier(35), 0.75025);    // r = 0.75: 0.74925 + 0.001
-  EXPECT_DOUBLE_EQ(linear.multiplier(110), 0.001);     // r = 0: end / lr
-  EXPECT_DOUBLE_EQ(linear.multiplier(500), 0.001);     // s > N: end / lr
+  EXPECT_DOUBLE_EQ(linear.multiplier(5), 0.5);       // warm-up 5 / 10
+  EXPECT_DOUBLE_EQ(linear.multiplier(10), 1.0);      // r = 1: 0.999 + 0.001
+  EXPECT_DOUBLE_EQ(linear.multiplier(35), 0.75025);  // r = 0.75: 0.74925 + 0.001
+  EXPECT_DOUBLE_EQ(linear.multiplier(110), 0.001);   // r = 0: end / lr
+  EXPECT_DOUBLE_EQ(linear.multiplier(500), 0.001);   // s > N: end / lr
   EXPECT_DOUBLE_EQ(linear.lr(110), 1e-7);
   const auto square = make("polynomial", 10, 110, 1e-4, 1, /*power=*/2.0);
   EXPECT_DOUBLE_EQ(square.multiplier(60), 0.25075);    // r = 0.5: 0.999 x 0.25 + 0.001

@@ -27,11 +27,13 @@ TEST(ParallelChunks, CoversTheRangeOnceOnSeveralThreads) {
     EXPECT_EQ(threads.size(), static_cast<size_t>(std::min<int64_t>(n, 3))) << "n " << n;
   }
   int calls = 0;
-  cvx::parallel_chunks(0, 1, [&](int64_t, int64_t) { ++calls; }, 3);
+  cvx::parallel_chunks(
+      0, 1, [&](int64_t, int64_t) { ++calls; }, 3);
   EXPECT_EQ(calls, 0);
   // The grain bounds the number of chunks.
   std::atomic<int> chunks{0};
-  cvx::parallel_chunks(10, 6, [&](int64_t, int64_t) { ++chunks; }, 8);
+  cvx::parallel_chunks(
+      10, 6, [&](int64_t, int64_t) { ++chunks; }, 8);
   EXPECT_EQ(chunks.load(), 2);
 }
 

@@ -85,9 +85,10 @@ TEST(ProgramSections, TheTableSaysWhatEachProgramRegisters) {
 TEST(ProgramSections, OneExperimentFileServesEveryProgram) {
   PrecomputeOptions p;
   cvx::add_foreign_sections(p.options, "cvx_precompute");
-  p.parse_file("log_level = info\n[model]\npath = /m\n[data]\nstore = /s.h5\n[precompute]\ndecode_threads = 3\n"
-               "[train]\nlearning_rate = 1e-4\n[lora]\nrank = 4\n[parallel]\nsharding = full\n"
-               "[validation]\nenabled = false\n");
+  p.parse_file(
+      "log_level = info\n[model]\npath = /m\n[data]\nstore = /s.h5\n[precompute]\ndecode_threads = 3\n"
+      "[train]\nlearning_rate = 1e-4\n[lora]\nrank = 4\n[parallel]\nsharding = full\n"
+      "[validation]\nenabled = false\n");
   EXPECT_EQ(p.precompute.decode_threads, 3);
   // No program has a [generate] section (cvx_generate's options are top-level keys), so it is a typo.
   PrecomputeOptions q;

@@ -5,8 +5,8 @@
 
 #include "cvx/app/general_config.h"
 #include "cvx/core/options.h"
-#include "cvx/train/trainer.h"
 #include "cvx/io/safetensors.h"
+#include "cvx/train/trainer.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -33,7 +33,10 @@ TEST(Programs, TrainRefusesUnknownIniKeyWithSuggestion) {
   const fs::path ini = dir / "bad.ini";
   std::ofstream(ini) << "[model]\npath = /nowhere\n[train]\nlearning_rat = 1e-4\n";
   std::string out;
-  EXPECT_NE(run_command(cvx::test::shell_quote(built_program("cvx_train")) + " --config " + cvx::test::shell_quote(ini), &out), 0) << out;
+  EXPECT_NE(run_command(cvx::test::shell_quote(built_program("cvx_train")) + " --config " + cvx::test::shell_quote(ini),
+                        &out),
+            0)
+      << out;
   EXPECT_NE(out.find("unknown key 'learning_rat' in section [train]"), std::string::npos) << out;
   EXPECT_NE(out.find(ini.string() + ":4"), std::string::npos) << out;
   EXPECT_NE(out.find("did you mean 'train.learning_rate'?"), std::string::npos) << out;
@@ -42,8 +45,9 @@ TEST(Programs, TrainRefusesUnknownIniKeyWithSuggestion) {
 TEST(Programs, TrainDryRunWritesResolvedConfigIntoRunFolder) {
   const fs::path dir = cvx::test::scratch_dir("programs_dry_run");
   std::string out;
-  const std::string command = cvx::test::shell_quote(built_program("cvx_train")) + " --model.path " + cvx::test::shell_quote(dir / "model") +
-                              " --train.output_dir " + cvx::test::shell_quote(dir / "run") + " --dry_run --lora.rank 16";
+  const std::string command = cvx::test::shell_quote(built_program("cvx_train")) + " --model.path " +
+                              cvx::test::shell_quote(dir / "model") + " --train.output_dir " +
+                              cvx::test::shell_quote(dir / "run") + " --dry_run --lora.rank 16";
   ASSERT_EQ(run_command(command, &out), 0) << out;
   ASSERT_TRUE(fs::exists(dir / "run" / "config.ini")) << out;
   ASSERT_TRUE(fs::exists(dir / "run" / "log.txt")) << out;
@@ -52,7 +56,9 @@ TEST(Programs, TrainDryRunWritesResolvedConfigIntoRunFolder) {
   EXPECT_NE(ini.find("[lora]\nrank = 16\n"), std::string::npos) << ini;
   // The saved file reproduces the run.
   std::string again;
-  EXPECT_EQ(run_command(cvx::test::shell_quote(built_program("cvx_train")) + " --config " + cvx::test::shell_quote(dir / "run" / "config.ini"), &again),
+  EXPECT_EQ(run_command(cvx::test::shell_quote(built_program("cvx_train")) + " --config " +
+                            cvx::test::shell_quote(dir / "run" / "config.ini"),
+                        &again),
             0)
       << again;
 }
@@ -65,8 +71,9 @@ TEST(Programs, PrecomputeRefusesCountMismatchNamingBothFiles) {
   std::ofstream(root / "videos" / "a.mp4") << "x";
   std::ofstream(root / "videos" / "b.mp4") << "x";
   std::string out;
-  const std::string command = cvx::test::shell_quote(built_program("cvx_precompute")) + " --model.path /nowhere --data.data_root " +
-                              cvx::test::shell_quote(root) + " --data.store " + cvx::test::shell_quote(root / "store.h5") + " --dry_run";
+  const std::string command = cvx::test::shell_quote(built_program("cvx_precompute")) +
+                              " --model.path /nowhere --data.data_root " + cvx::test::shell_quote(root) +
+                              " --data.store " + cvx::test::shell_quote(root / "store.h5") + " --dry_run";
   EXPECT_NE(run_command(command, &out), 0) << out;
   EXPECT_NE(out.find((root / "prompts.txt").string()), std::string::npos) << out;
   EXPECT_NE(out.find((root / "videos.txt").string()), std::string::npos) << out;
@@ -84,7 +91,10 @@ TEST(Programs, InspectGoldenTransformersAndCorruptCopies) {
     if (entry.path().filename() != "diffusion_pytorch_model.safetensors") continue;
     const fs::path folder = entry.path().parent_path();
     std::string out;
-    ASSERT_EQ(run_command(cvx::test::shell_quote(built_program("cvx_inspect")) + " " + cvx::test::shell_quote(folder), &out), 0) << out;
+    ASSERT_EQ(
+        run_command(cvx::test::shell_quote(built_program("cvx_inspect")) + " " + cvx::test::shell_quote(folder), &out),
+        0)
+        << out;
     const auto source = cvx::open_tensor_source(entry.path());
     for (const auto& name : source->names()) {
       EXPECT_NE(out.find(name + " "), std::string::npos) << name << " not listed for " << folder;
@@ -105,7 +115,9 @@ TEST(Programs, InspectGoldenTransformersAndCorruptCopies) {
     for (const fs::path& bad : {truncated, corrupted}) {
       std::string err;
       // stderr only: the error must be one line there.
-      const int rc = run_command("{ " + cvx::test::shell_quote(built_program("cvx_inspect")) + " " + cvx::test::shell_quote(bad) + " 2>&1 >/dev/null; }", &err);
+      const int rc = run_command("{ " + cvx::test::shell_quote(built_program("cvx_inspect")) + " " +
+                                     cvx::test::shell_quote(bad) + " 2>&1 >/dev/null; }",
+                                 &err);
       EXPECT_EQ(rc, 1) << err;
       EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << "expected one line, got: " << err;
       EXPECT_NE(err.find(bad.string()), std::string::npos) << err;

@@ -132,10 +132,16 @@ TEST(SafetensorsStreamWriter, MisuseIsRefusedNamingTheTensorAndFinishLeavesTheTa
   const std::vector<TensorDecl> decls = {{"w", torch::kFloat32, {2, 3}}, {"b", torch::kBFloat16, {4}}};
   {
     SafetensorsStreamWriter writer(path, decls);
-    expect_error_mentions([&] { writer.write("v", torch::zeros({2, 3})); },
-                          {"model.safetensors", "\"v\"", "not declared"});
-    expect_error_mentions([&] { writer.write("w", torch::zeros({2, 3}, torch::kFloat64)); },
-                          {"\"w\"", "declared Float", "given Double"});
+    expect_error_mentions(
+        [&] {
+          writer.write("v", torch::zeros({2, 3}));
+        },
+        {"model.safetensors", "\"v\"", "not declared"});
+    expect_error_mentions(
+        [&] {
+          writer.write("w", torch::zeros({2, 3}, torch::kFloat64));
+        },
+        {"\"w\"", "declared Float", "given Double"});
     expect_error_mentions([&] { writer.write("w", torch::zeros({3, 2})); }, {"\"w\"", "[2, 3]", "[3, 2]"});
     expect_error_mentions([&] { writer.write_part("w", 4, torch::zeros({3})); }, {"\"w\"", "[4, 7)", "6 elements"});
     expect_error_mentions([&] { writer.write_part("w", -1, torch::zeros({1})); }, {"\"w\"", "[-1, 0)"});

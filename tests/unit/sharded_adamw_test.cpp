@@ -9,7 +9,8 @@ TEST(ShardedAdamW, MatchesTorchAdamWStepByStep) {
   torch::manual_seed(4);
   const auto initial = torch::randn({257});
   auto reference = initial.clone().requires_grad_(true);
-  torch::optim::AdamW torch_adamw({reference}, torch::optim::AdamWOptions(1e-3).betas({0.9, 0.95}).eps(1e-8).weight_decay(1e-4));
+  torch::optim::AdamW torch_adamw({reference},
+                                  torch::optim::AdamWOptions(1e-3).betas({0.9, 0.95}).eps(1e-8).weight_decay(1e-4));
   auto master = initial.clone();
   auto grad = torch::zeros_like(master);
   cvx::ShardedAdamW ours({{"p", master, grad}}, {});

@@ -16,8 +16,11 @@ const std::vector<int64_t> kMoments{8, 3, 4, 6}, kImageMoments{8, 1, 4, 6}, kEmb
 
 torch::Tensor test_image(int64_t i) {
   const auto& h = cvx::test::small_store_header();
-  return torch::arange(3 * h.height * h.width, torch::kInt64).add(i * 37).remainder(256).to(torch::kUInt8).view(
-      {3, h.height, h.width});
+  return torch::arange(3 * h.height * h.width, torch::kInt64)
+      .add(i * 37)
+      .remainder(256)
+      .to(torch::kUInt8)
+      .view({3, h.height, h.width});
 }
 
 // Samples 0, 2, 3, 5 done; 1 bad; 4 pending. Prompts 0 and 1 encoded, prompt 2 not: sample 2 (prompt
@@ -70,12 +73,13 @@ void expect_batch(const cvx::StoreBatch& batch, const std::vector<int64_t>& rows
     // Stored as bf16: the float32 read is the bf16 rounding of what was written.
     const auto expected = store_test_tensor(kMoments, r, torch::kFloat32).to(torch::kBFloat16).to(torch::kFloat32);
     EXPECT_TRUE(torch::equal(batch.moments[k], expected)) << "row " << r;
-    EXPECT_TRUE(torch::equal(batch.image_moments[k],
-                             store_test_tensor(kImageMoments, 100 + r, torch::kFloat32).to(torch::kBFloat16).to(
-                                 torch::kFloat32)))
+    EXPECT_TRUE(torch::equal(
+        batch.image_moments[k],
+        store_test_tensor(kImageMoments, 100 + r, torch::kFloat32).to(torch::kBFloat16).to(torch::kFloat32)))
         << "row " << r;
     EXPECT_TRUE(torch::equal(batch.images[k], test_image(r))) << "row " << r;
-    EXPECT_TRUE(torch::equal(batch.prompt_embeds[k], store_test_tensor(kEmbedding, 200 + r % kPrompts, torch::kFloat32)))
+    EXPECT_TRUE(
+        torch::equal(batch.prompt_embeds[k], store_test_tensor(kEmbedding, 200 + r % kPrompts, torch::kFloat32)))
         << "row " << r;
   }
 }
@@ -124,7 +128,8 @@ TEST(StoreReader, T2vStoreHasNoImages) {
   auto reader = cvx::StoreReader::open(path);
   cvx::StoreReadOptions images;
   images.images = true;
-  EXPECT_NE(error_text([&] { reader.read_batch({0}, images); }).find("holds no conditioning images"), std::string::npos);
+  EXPECT_NE(error_text([&] { reader.read_batch({0}, images); }).find("holds no conditioning images"),
+            std::string::npos);
   cvx::StoreReadOptions image_moments;
   image_moments.image_moments = true;
   EXPECT_NE(error_text([&] { reader.read_batch({0}, image_moments); }).find("has no image latents"), std::string::npos);

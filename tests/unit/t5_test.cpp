@@ -31,9 +31,12 @@ const fs::path& tiny_folder() {
   return dir;
 }
 
-const std::vector<std::string> kPrompts{
-    "A panda plays a tiny guitar in a bamboo forest.", "", "  spaces\tand\nnewlines  ",
-    "Unicode: café 日本語 😀 ＡＢＣ ﬁne.", "text <extra_id_0> and </s> inside", "a dog runs on the beach at sunset"};
+const std::vector<std::string> kPrompts{"A panda plays a tiny guitar in a bamboo forest.",
+                                        "",
+                                        "  spaces\tand\nnewlines  ",
+                                        "Unicode: café 日本語 😀 ＡＢＣ ﬁne.",
+                                        "text <extra_id_0> and </s> inside",
+                                        "a dog runs on the beach at sunset"};
 
 std::vector<int64_t> ids_of(const std::string& text) { return tiny_tokenizer().encode(text); }
 
@@ -273,7 +276,8 @@ TEST(T5Encoder, LoadsEitherEmbeddingNameAndIgnoresTheDecoder) {
   for (const auto& dir : {embed_only, both})
     EXPECT_TRUE(torch::equal(cvx::load_t5_encoder(dir, torch::kFloat32)->forward(ids), expected)) << dir;
   const auto missing = variant("missing", [](cvx::NamedTensors& t) {
-    t.erase(std::remove_if(t.begin(), t.end(), [](const auto& item) { return item.first.find("layer_norm") != std::string::npos; }),
+    t.erase(std::remove_if(t.begin(), t.end(),
+                           [](const auto& item) { return item.first.find("layer_norm") != std::string::npos; }),
             t.end());
   });
   EXPECT_THROW(cvx::load_t5_encoder(missing, torch::kFloat32), cvx::FormatError);

@@ -79,7 +79,7 @@ TEST(TrainingLoss, DrawsAreReproducibleFromTheSeedWithTheStatedShapesAndRanges) 
   EXPECT_GE(a.timesteps.min().item<int64_t>(), 0);
   EXPECT_LT(a.timesteps.max().item<int64_t>(), 1000);
   EXPECT_EQ(a.noise.sizes(), (std::vector<int64_t>{kBatch, 4, kChannels, kHeight, kWidth}));  // 3 frames padded to 4
-  EXPECT_EQ(a.image_noise_sigma.sizes(), (std::vector<int64_t>{kBatch}));  // one per sample
+  EXPECT_EQ(a.image_noise_sigma.sizes(), (std::vector<int64_t>{kBatch}));                     // one per sample
   EXPECT_GT(a.image_noise_sigma.min().item<float>(), 0.0f);
   EXPECT_EQ(a.image_noise.sizes(), (std::vector<int64_t>{kBatch, 3, 1, 8 * kHeight, 8 * kWidth}));
   EXPECT_EQ(a.image_latent_eps.sizes(), (std::vector<int64_t>{kBatch, kChannels, 1, kHeight, kWidth}));
@@ -234,8 +234,8 @@ TEST(TrainingLoss, LossBackpropagatesIntoEveryTransformerParameter) {
     SCOPED_TRACE(variant);
     auto model = cvx::make_tiny_transformer(variant, 1);
     const auto& c = model->config;
-    const auto out =
-        cvx::compute_training_loss(model, scheduler(), inputs_for(c, 3, 14), draws_for(c, 3, 15, false), options_for(c));
+    const auto out = cvx::compute_training_loss(model, scheduler(), inputs_for(c, 3, 14), draws_for(c, 3, 15, false),
+                                                options_for(c));
     out.loss.backward();
     for (const auto& p : model->named_parameters()) {
       ASSERT_TRUE(p.value().grad().defined()) << p.key();
@@ -249,8 +249,8 @@ TEST(TrainingLoss, TransformerRunsInItsComputeDtypeAndTheLossStaysFloat64) {
   model->to(torch::kBFloat16);
   const auto& c = model->config;
   torch::NoGradGuard no_grad;
-  const auto out = cvx::compute_training_loss(model, scheduler(), inputs_for(c, 3, 16), draws_for(c, 3, 17),
-                                              options_for(c));
+  const auto out =
+      cvx::compute_training_loss(model, scheduler(), inputs_for(c, 3, 16), draws_for(c, 3, 17), options_for(c));
   EXPECT_EQ(out.model_pred.scalar_type(), torch::kFloat32);
   EXPECT_EQ(out.latent_pred.scalar_type(), torch::kFloat32);
   EXPECT_EQ(out.per_sample_loss.scalar_type(), torch::kFloat64);

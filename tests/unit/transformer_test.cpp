@@ -279,7 +279,8 @@ TEST(TransformerSeam, UnmaterializedConstructionAllocatesNothing) {
   lora.rank = 4;
   lora.alpha = 4;
   cvx::inject_lora(*m, lora);
-  EXPECT_TRUE(cvx::is_materialized(m->transformer_blocks->ptr<cvx::TransformerBlockImpl>(0)->attn1->to_q->lora_A->weight));
+  EXPECT_TRUE(
+      cvx::is_materialized(m->transformer_blocks->ptr<cvx::TransformerBlockImpl>(0)->attn1->to_q->lora_A->weight));
 }
 
 TEST(TransformerSeam, ComputeDtypeIsHeldExplicitly) {

@@ -29,7 +29,8 @@ TEST(Transforms, ResizeGivesTheVaeInputInMinusOneToOne) {
   const auto vae = cvx::to_vae_input(frames, 32, 48, ResizeMode::random_crop, &rng);
   EXPECT_EQ(vae.sizes(), (std::vector<int64_t>{1, 3, 3, 32, 48}));  // [1, 3, F, H, W]
   std::mt19937_64 same(1);
-  EXPECT_TRUE(torch::equal(vae[0].permute({1, 0, 2, 3}), cvx::resize_frames(frames, 32, 48, ResizeMode::random_crop, &same)));
+  EXPECT_TRUE(
+      torch::equal(vae[0].permute({1, 0, 2, 3}), cvx::resize_frames(frames, 32, 48, ResizeMode::random_crop, &same)));
   // Black and white land on the ends of the range exactly.
   auto bw = torch::zeros({1, 4, 4, 3}, torch::kUInt8);
   bw.select(2, 3).fill_(255);

@@ -66,8 +66,8 @@ TEST(VideoReader, DecodesEveryCodecAndContainer) {
 TEST(VideoReader, SolidColourDecodesToItsRgb) {
   const auto dir = cvx::test::scratch_dir("video_reader_colour");
   // Odd sizes need 4:4:4 (4:2:0 halves the chroma planes); lavfi's own YUV sources round to even.
-  const auto file = make_video(dir, "red.mp4", "color=c=red:size=97x61:rate=8,format=rgb24", 3,
-                               "-c:v libx264 -pix_fmt yuv444p");
+  const auto file =
+      make_video(dir, "red.mp4", "color=c=red:size=97x61:rate=8,format=rgb24", 3, "-c:v libx264 -pix_fmt yuv444p");
   const cvx::VideoReader reader(file);
   EXPECT_EQ(reader.info().width, 97);
   EXPECT_EQ(reader.info().height, 61);
@@ -85,7 +85,8 @@ TEST(VideoReader, SolidColourDecodesToItsRgb) {
 TEST(VideoReader, RotationMetadataTurnsTheFrames) {
   const auto dir = cvx::test::scratch_dir("video_reader_rotation");
   // Red top half, blue bottom half, 32 wide and 16 high as coded.
-  const auto plain = make_video(dir, "plain.mp4", "color=c=red:size=32x16:rate=8,drawbox=x=0:y=8:w=32:h=8:c=blue:t=fill", 2);
+  const auto plain =
+      make_video(dir, "plain.mp4", "color=c=red:size=32x16:rate=8,drawbox=x=0:y=8:w=32:h=8:c=blue:t=fill", 2);
   const cvx::VideoReader reader(cvx::test::make_rotated_copy(plain, dir, "rotated.mp4"));
   EXPECT_EQ(reader.info().rotation, 270);  // rotate=90 is a counter-clockwise display matrix
   EXPECT_EQ(reader.info().width, 16);
@@ -152,8 +153,8 @@ TEST(VideoReader, ScaledFramesMatchFfmpegScaleFilter) {
   ASSERT_EQ(ours.sizes(), (std::vector<int64_t>{3, height, width, 3}));
   const fs::path raw = dir / "cli.rgb";
   std::string out;
-  ASSERT_EQ(cvx::test::run_command("ffmpeg -v error -y -i " + cvx::test::shell_quote(file) + " -vf scale=" +
-                                       std::to_string(width) + ":" + std::to_string(height) +
+  ASSERT_EQ(cvx::test::run_command("ffmpeg -v error -y -i " + cvx::test::shell_quote(file) +
+                                       " -vf scale=" + std::to_string(width) + ":" + std::to_string(height) +
                                        " -f rawvideo -pix_fmt rgb24 " + cvx::test::shell_quote(raw),
                                    &out),
             0)
@@ -163,7 +164,7 @@ TEST(VideoReader, ScaledFramesMatchFfmpegScaleFilter) {
   ASSERT_EQ(static_cast<int64_t>(bytes.size()), ours.numel());
   const auto cli = torch::from_blob(bytes.data(), ours.sizes(), torch::kUInt8);
   EXPECT_TRUE(torch::equal(ours, cli)) << "max abs diff "
-                                      << (ours.to(torch::kInt32) - cli.to(torch::kInt32)).abs().max().item<int>();
+                                       << (ours.to(torch::kInt32) - cli.to(torch::kInt32)).abs().max().item<int>();
   // Scaling to the clip's own size is the plain conversion.
   EXPECT_TRUE(torch::equal(reader.frames({1}, 96, 160), reader.frames({1})));
 }
@@ -171,7 +172,8 @@ TEST(VideoReader, ScaledFramesMatchFfmpegScaleFilter) {
 // Sizes are asked for in display orientation; the quarter turn is applied after scaling.
 TEST(VideoReader, ScaledFramesOfARotatedClip) {
   const auto dir = cvx::test::scratch_dir("video_reader_scaled_rotation");
-  const auto plain = make_video(dir, "plain.mp4", "color=c=red:size=64x32:rate=8,drawbox=x=0:y=16:w=64:h=16:c=blue:t=fill", 2);
+  const auto plain =
+      make_video(dir, "plain.mp4", "color=c=red:size=64x32:rate=8,drawbox=x=0:y=16:w=64:h=16:c=blue:t=fill", 2);
   const cvx::VideoReader reader(cvx::test::make_rotated_copy(plain, dir, "rotated.mp4"));
   const auto frame = reader.frames({0}, 24, 8)[0].to(torch::kInt32);  // [24, 8, 3] of a 64x32 display
   ASSERT_EQ(frame.sizes(), (std::vector<int64_t>{24, 8, 3}));

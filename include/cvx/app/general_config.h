@@ -16,7 +16,8 @@ struct GeneralConfig {
   void visit(V& v) {
     v.choice("log_level", log_level, {"trace", "debug", "info", "warning", "error"}, "least severe level logged");
     v("log_all_ranks", log_all_ranks, "log from every rank (default: rank 0, plus errors from any rank)");
-    v("num_threads", num_threads, "libtorch intra-op threads per rank (0 = the cores of this process / ranks per node)");
+    v("num_threads", num_threads,
+      "libtorch intra-op threads per rank (0 = the cores of this process / ranks per node)");
   }
   void validate() const {}
 };

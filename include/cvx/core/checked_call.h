@@ -31,12 +31,12 @@ inline int check_av(int value, const char* expr, const char* file, int line) {
 }  // namespace cvx
 
 // MPI: every MPI function returns MPI_SUCCESS (0) or an error code (communicators use MPI_ERRORS_RETURN).
-#define CVX_MPI(call)                                                                            \
-  do {                                                                                           \
-    const int cvx_rc_ = (call);                                                                  \
-    if (cvx_rc_ != 0) {                                                                          \
+#define CVX_MPI(call)                                                                                      \
+  do {                                                                                                     \
+    const int cvx_rc_ = (call);                                                                            \
+    if (cvx_rc_ != 0) {                                                                                    \
       CVX_THROW_AS(::cvx::SystemError, "MPI call ", #call, " failed: ", ::cvx::mpi_error_string(cvx_rc_)); \
-    }                                                                                            \
+    }                                                                                                      \
   } while (0)
 
 // HDF5: hid_t / herr_t / htri_t, negative on failure; the expression's value is passed through.
@@ -46,17 +46,17 @@ inline int check_av(int value, const char* expr, const char* file, int line) {
 #define CVX_AV(call) ::cvx::detail::check_av((call), #call, __FILE__, __LINE__)
 
 // NCCL and CUDA: only compiled where the headers exist.
-#define CVX_NCCL(call)                                                                           \
-  do {                                                                                           \
-    const int cvx_rc_ = static_cast<int>(call);                                                  \
-    if (cvx_rc_ != 0) {                                                                          \
+#define CVX_NCCL(call)                                                                                       \
+  do {                                                                                                       \
+    const int cvx_rc_ = static_cast<int>(call);                                                              \
+    if (cvx_rc_ != 0) {                                                                                      \
       CVX_THROW_AS(::cvx::SystemError, "NCCL call ", #call, " failed: ", ::cvx::nccl_error_string(cvx_rc_)); \
-    }                                                                                            \
+    }                                                                                                        \
   } while (0)
-#define CVX_CUDA(call)                                                                           \
-  do {                                                                                           \
-    const int cvx_rc_ = static_cast<int>(call);                                                  \
-    if (cvx_rc_ != 0) {                                                                          \
+#define CVX_CUDA(call)                                                                                       \
+  do {                                                                                                       \
+    const int cvx_rc_ = static_cast<int>(call);                                                              \
+    if (cvx_rc_ != 0) {                                                                                      \
       CVX_THROW_AS(::cvx::SystemError, "CUDA call ", #call, " failed: ", ::cvx::cuda_error_string(cvx_rc_)); \
-    }                                                                                            \
+    }                                                                                                        \
   } while (0)

@@ -65,15 +65,15 @@ const char* short_path(const char* file);
 #define CVX_THROW(...) CVX_THROW_AS(::cvx::Error, __VA_ARGS__)
 
 // CVX_CHECK(cond, "message parts", value, ...): throws cvx::Error naming file:line when cond is false.
-#define CVX_CHECK(cond, ...)       \
-  do {                             \
-    if (!(cond)) {                 \
-      CVX_THROW(__VA_ARGS__);      \
-    }                              \
+#define CVX_CHECK(cond, ...)  \
+  do {                        \
+    if (!(cond)) {            \
+      CVX_THROW(__VA_ARGS__); \
+    }                         \
   } while (0)
-#define CVX_CHECK_AS(ErrorType, cond, ...) \
-  do {                                     \
-    if (!(cond)) {                         \
+#define CVX_CHECK_AS(ErrorType, cond, ...)  \
+  do {                                      \
+    if (!(cond)) {                          \
       CVX_THROW_AS(ErrorType, __VA_ARGS__); \
-    }                                      \
+    }                                       \
   } while (0)

@@ -9,7 +9,7 @@ namespace cvx {
 struct MpiWorld {
   int rank = 0;
   int size = 1;
-  int local_rank = 0;   // rank among the processes on this node (MPI_COMM_TYPE_SHARED)
+  int local_rank = 0;  // rank among the processes on this node (MPI_COMM_TYPE_SHARED)
   int local_size = 1;
   int num_nodes = 1;
   int thread_level = 0;  // what MPI_Init_thread provided

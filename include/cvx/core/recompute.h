@@ -22,7 +22,7 @@ struct RecomputeHooks {
   // When set, receives the gradients of `params` (aligned with it; undefined where a parameter got
   // none) instead of autograd; the parameters are then not inputs of the node.
   std::function<void(const torch::autograd::variable_list& param_grads)> on_param_grads;
-  std::function<void()> after_backward;   // e.g. free the parameters
+  std::function<void()> after_backward;  // e.g. free the parameters
 };
 
 // `inputs`: the tensors fn reads that gradients may flow to (all defined); `params`: the
@@ -30,8 +30,8 @@ struct RecomputeHooks {
 // checkpointing: only the inputs are kept); true keeps fn's graph from the forward (parameters
 // freed by after_forward must be restored, in the same storage, by before_backward).
 torch::autograd::variable_list run_recomputed(UnitFn fn, const torch::autograd::variable_list& inputs,
-                                              const torch::autograd::variable_list& params,
-                                              RecomputeHooks hooks = {}, bool keep_activations = false);
+                                              const torch::autograd::variable_list& params, RecomputeHooks hooks = {},
+                                              bool keep_activations = false);
 
 // Plain activation checkpointing: run_recomputed without hooks.
 inline torch::autograd::variable_list checkpoint(UnitFn fn, const torch::autograd::variable_list& inputs,

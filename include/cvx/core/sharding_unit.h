@@ -19,8 +19,8 @@ using NamedTensorList = std::vector<std::pair<std::string, torch::Tensor>>;
 using UnitFn = std::function<torch::autograd::variable_list(const torch::autograd::variable_list&)>;
 // Runs unit `index` on `inputs`. The model calls it on the gradient and the no-gradient path
 // alike; the model's own default runs fn directly (or checkpointed, when it recomputes).
-using UnitRunner =
-    std::function<torch::autograd::variable_list(int64_t index, const UnitFn& fn, const torch::autograd::variable_list& inputs)>;
+using UnitRunner = std::function<torch::autograd::variable_list(int64_t index, const UnitFn& fn,
+                                                                const torch::autograd::variable_list& inputs)>;
 
 struct ShardingUnit {
   std::string name;            // "transformer_blocks.3"; "" for the root unit

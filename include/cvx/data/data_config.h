@@ -22,11 +22,11 @@ struct Resolution {
 Resolution parse_resolution(const std::string& text);
 
 struct DataConfig {
-  DatasetListsConfig lists;                    // data_root, list files, id_token
+  DatasetListsConfig lists;  // data_root, list files, id_token
   std::string train_resolution = "49x480x720";
-  std::string frame_sampling = "stride";       // official rule: stride N // F from the start
-  std::string resize_mode = "resize";          // official: straight to HxW
-  std::string store;                           // HDF5 latent store
+  std::string frame_sampling = "stride";  // official rule: stride N // F from the start
+  std::string resize_mode = "resize";     // official: straight to HxW
+  std::string store;                      // HDF5 latent store
 
   template <class V>
   void visit(V& v) {

@@ -58,7 +58,7 @@ struct SampleEntry {
   int64_t prompt_row = 0;  // row of /prompts
   int32_t frames = 0;      // frames actually encoded, set by mark_done
   SampleStatus status = SampleStatus::kPending;
-  std::string reason;      // why the sample is bad (at most 127 bytes kept)
+  std::string reason;  // why the sample is bad (at most 127 bytes kept)
 };
 
 struct PromptEntry {

@@ -29,8 +29,8 @@ struct VideoInfo {
   double duration = 0;      // seconds, from the first frame to the end of the last one
   int64_t width = 0;        // display size: after rotation
   int64_t height = 0;
-  int rotation = 0;         // clockwise degrees applied to the coded frames (0, 90, 180, 270)
-  std::string codec;        // FFmpeg's codec name, e.g. "h264", "hevc", "vp9"
+  int rotation = 0;   // clockwise degrees applied to the coded frames (0, 90, 180, 270)
+  std::string codec;  // FFmpeg's codec name, e.g. "h264", "hevc", "vp9"
 };
 
 class VideoReader {

@@ -40,7 +40,7 @@ class CogVideoXScheduler {
   explicit CogVideoXScheduler(SchedulerConfig config);
   const SchedulerConfig& config() const { return config_; }
 
-  const torch::Tensor& betas() const { return betas_; }                 // [T] float64
+  const torch::Tensor& betas() const { return betas_; }                    // [T] float64
   const torch::Tensor& alphas_cumprod() const { return alphas_cumprod_; }  // [T] float64, ᾱ[T-1] = 0
   double final_alpha_cumprod() const { return final_alpha_cumprod_; }
 

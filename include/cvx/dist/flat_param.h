@@ -27,11 +27,11 @@
 namespace cvx {
 
 struct FlatEntry {
-  std::string name;            // the tensor's qualified name (checkpoint key)
+  std::string name;  // the tensor's qualified name (checkpoint key)
   std::vector<int64_t> shape;
-  int64_t offset = 0;          // elements from the start of the flat buffer
+  int64_t offset = 0;  // elements from the start of the flat buffer
   int64_t numel = 0;
-  bool is_buffer = false;      // a module buffer (never trained)
+  bool is_buffer = false;  // a module buffer (never trained)
 };
 
 struct FlatLayout {
@@ -67,14 +67,14 @@ class FlatParamUnit {
     std::vector<torch::Tensor> tensors;  // the module's tensors, aligned with layout.entries
     std::vector<bool> from_module;       // entry had values at flatten time (else to be loaded)
     torch::Tensor shard, master, grad, full;
-    WorkPtr gather;                      // an all-gather into full in flight
+    WorkPtr gather;  // an all-gather into full in flight
   };
 
   // Plans the unit's groups for `world_size` ranks. `sharded` = false replicates (world_size 1
   // layouts; shard == full, never freed). With allocate = false only the layouts exist (memory
   // planning for a world that is not there); the tensors are left untouched.
-  FlatParamUnit(const ShardingUnit& unit, const MixedPrecisionPolicy& policy, int rank, int world_size,
-                bool sharded, int64_t alignment, torch::Device device, bool allocate);
+  FlatParamUnit(const ShardingUnit& unit, const MixedPrecisionPolicy& policy, int rank, int world_size, bool sharded,
+                int64_t alignment, torch::Device device, bool allocate);
 
   const std::string& name() const { return name_; }
   int64_t runner_index() const { return runner_index_; }

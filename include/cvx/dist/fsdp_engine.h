@@ -65,13 +65,13 @@ struct EngineMemory {
   int64_t persistent_padded = 0, largest_unit_padded = 0, largest_unit_trainable_padded = 0, runner_units_padded = 0;
   int compute_bytes = 2, reduce_bytes = 4;
   std::string compute_dtype = "bf16", reduce_dtype = "fp32";
-  uint64_t frozen_shards = 0;     // compute-dtype shards of frozen tensors
-  uint64_t trainable_shards = 0;  // compute-dtype copies of trainable shards (0 when fp32: the master is used)
-  uint64_t masters = 0;           // fp32 master shards
-  uint64_t grads = 0;             // reduce-dtype gradient shards
-  uint64_t optimizer = 0;         // AdamW exp_avg + exp_avg_sq (2 x fp32 per master element)
-  uint64_t persistent_full = 0;   // the persistent (root) units, gathered
-  uint64_t largest_unit_full = 0; // the largest runner unit, gathered
+  uint64_t frozen_shards = 0;      // compute-dtype shards of frozen tensors
+  uint64_t trainable_shards = 0;   // compute-dtype copies of trainable shards (0 when fp32: the master is used)
+  uint64_t masters = 0;            // fp32 master shards
+  uint64_t grads = 0;              // reduce-dtype gradient shards
+  uint64_t optimizer = 0;          // AdamW exp_avg + exp_avg_sq (2 x fp32 per master element)
+  uint64_t persistent_full = 0;    // the persistent (root) units, gathered
+  uint64_t largest_unit_full = 0;  // the largest runner unit, gathered
   std::string largest_unit;
   uint64_t unsharded_peak = 0;    // runner units gathered at once: 2 x largest (ZeRO-3 with prefetch), all (ZeRO-2)
   uint64_t gradient_buffers = 0;  // full-size gradient buffers of reductions in flight
@@ -82,8 +82,8 @@ struct EngineMemory {
 };
 
 struct ShardLoadReport {
-  size_t num_loaded = 0;       // tensors this rank read a slice of
-  uint64_t bytes_read = 0;     // bytes of those slices
+  size_t num_loaded = 0;    // tensors this rank read a slice of
+  uint64_t bytes_read = 0;  // bytes of those slices
   std::vector<std::string> missing, mismatched, unexpected;
 };
 
@@ -152,7 +152,8 @@ class FsdpEngine {
   FlatParamUnit& runner_unit(int64_t index);
   void ensure_unsharded(FlatParamUnit& unit);
   void prefetch(int64_t runner_index);
-  torch::autograd::variable_list run_unit(int64_t index, const UnitFn& fn, const torch::autograd::variable_list& inputs);
+  torch::autograd::variable_list run_unit(int64_t index, const UnitFn& fn,
+                                          const torch::autograd::variable_list& inputs);
   // Reduces one trainable group's gradients (aligned with its tensors; undefined = zero).
   void reduce_group(FlatParamUnit::Group& group, const std::vector<torch::Tensor>& grads);
   void complete_oldest_reduction();
@@ -162,7 +163,7 @@ class FsdpEngine {
 
   std::vector<const torch::nn::Module*> locked_;
   std::vector<FlatParamUnit> units_;
-  std::vector<size_t> by_runner_index_;  // runner index -> position in units_
+  std::vector<size_t> by_runner_index_;                        // runner index -> position in units_
   std::vector<std::vector<torch::Tensor>> trainable_tensors_;  // per unit, the tensors given to the node
   Communicator& shard_group_;
   Communicator* replicate_group_;

@@ -10,7 +10,7 @@
 namespace cvx {
 
 struct AdamWOptions {
-  double beta1 = 0.9;   // the official CogVideoX fine-tuning defaults
+  double beta1 = 0.9;  // the official CogVideoX fine-tuning defaults
   double beta2 = 0.95;
   double epsilon = 1e-8;
   double weight_decay = 1e-4;

@@ -44,9 +44,9 @@ void gather_full_state(FsdpEngine& engine,
                        bool trainable_only = false);
 
 struct FullStateOptions {
-  std::optional<torch::Dtype> dtype;                     // convert every tensor (unset: as held)
+  std::optional<torch::Dtype> dtype;  // convert every tensor (unset: as held)
   bool trainable_only = false;
-  uint64_t max_shard_bytes = 10ull << 30;                // diffusers' default split
+  uint64_t max_shard_bytes = 10ull << 30;  // diffusers' default split
   // The tensors' order, which decides the shard split (diffusers splits in state-dict order: pass
   // the model's module_state names); names not listed follow in layout order.
   std::vector<std::string> order;

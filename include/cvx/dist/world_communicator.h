@@ -17,7 +17,7 @@ namespace cvx {
 std::string resolve_backend(const std::string& backend, const torch::Device& device);
 
 // Collective over `comm`.
-std::unique_ptr<Communicator> make_communicator(const ParallelConfig& config, MPI_Comm comm, const torch::Device& device,
-                                                const std::string& group = "world");
+std::unique_ptr<Communicator> make_communicator(const ParallelConfig& config, MPI_Comm comm,
+                                                const torch::Device& device, const std::string& group = "world");
 
 }  // namespace cvx

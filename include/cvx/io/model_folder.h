@@ -17,12 +17,12 @@
 namespace cvx {
 
 struct ComponentFolder {
-  std::string name;                          // "transformer", "vae", ... (folder name)
+  std::string name;  // "transformer", "vae", ... (folder name)
   std::filesystem::path path;
-  std::filesystem::path config_file;         // config.json, scheduler_config.json, tokenizer_config.json
-  nlohmann::json config;                     // empty object when the component has none
-  std::shared_ptr<TensorSource> weights;     // null when the component has no weights
-  std::string class_name() const;            // "_class_name", or transformers' "architectures"[0]
+  std::filesystem::path config_file;      // config.json, scheduler_config.json, tokenizer_config.json
+  nlohmann::json config;                  // empty object when the component has none
+  std::shared_ptr<TensorSource> weights;  // null when the component has no weights
+  std::string class_name() const;         // "_class_name", or transformers' "architectures"[0]
 };
 
 // Opens one component folder. Weights are looked up as `<base>[.<variant>].safetensors.index.json`
@@ -96,7 +96,7 @@ NamedTensors module_state(const torch::nn::Module& module);
 struct SaveOptions {
   std::string weights_base = "diffusion_pytorch_model";  // transformers uses "model"
   std::string config_name = "config.json";
-  uint64_t max_shard_bytes = 10ull << 30;               // diffusers' default 10 GB
+  uint64_t max_shard_bytes = 10ull << 30;  // diffusers' default 10 GB
   std::map<std::string, std::string> metadata{{"format", "pt"}};
 };
 

@@ -28,20 +28,20 @@ int safetensors_dtype_order(const std::string& dtype);
 
 struct TensorInfo {
   std::string name;
-  std::string dtype;               // as written in the file, e.g. "BF16"
-  torch::ScalarType scalar_type;   // the matching torch type
+  std::string dtype;              // as written in the file, e.g. "BF16"
+  torch::ScalarType scalar_type;  // the matching torch type
   std::vector<int64_t> shape;
-  uint64_t begin = 0;              // byte offsets into the data buffer
+  uint64_t begin = 0;  // byte offsets into the data buffer
   uint64_t end = 0;
   uint64_t num_bytes() const { return end - begin; }
   int64_t numel() const;
 };
 
 struct SafetensorsHeader {
-  std::vector<TensorInfo> tensors;           // sorted by begin offset
+  std::vector<TensorInfo> tensors;  // sorted by begin offset
   std::map<std::string, std::string> metadata;
-  uint64_t header_size = 0;                  // N
-  uint64_t data_size = 0;                    // bytes of the data buffer
+  uint64_t header_size = 0;  // N
+  uint64_t data_size = 0;    // bytes of the data buffer
 };
 
 // Parses and validates a complete safetensors image held in memory; `source` names it in errors.
@@ -136,8 +136,8 @@ void save_safetensors(const std::filesystem::path& path, const NamedTensors& ten
                       const std::map<std::string, std::string>& metadata = {});
 
 struct ShardedWriteResult {
-  std::vector<std::filesystem::path> files;   // shard files written
-  std::filesystem::path index;                // empty when everything fit in one file
+  std::vector<std::filesystem::path> files;  // shard files written
+  std::filesystem::path index;               // empty when everything fit in one file
 };
 
 // Writes `<dir>/<base>.safetensors` when the tensors fit in max_shard_bytes, otherwise

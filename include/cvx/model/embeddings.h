@@ -18,8 +18,7 @@ namespace cvx {
 // Computed in float32 on the device of `timesteps` (any numeric dtype).
 // [N] -> [N, dim] float32
 torch::Tensor timestep_embedding(const torch::Tensor& timesteps, int64_t dim, bool flip_sin_to_cos = true,
-                                 double downscale_freq_shift = 0.0, double scale = 1.0,
-                                 double max_period = 10000.0);
+                                 double downscale_freq_shift = 0.0, double scale = 1.0, double max_period = 10000.0);
 
 // diffusers get_3d_sincos_pos_embed(embed_dim, spatial_size = (grid_width, grid_height), temporal_size,
 // ..., output_type="pt"): the fixed table of the 2B patch embedding. Row t, column r * grid_width + c

@@ -37,7 +37,8 @@ namespace cvx {
 std::vector<std::pair<std::string, std::shared_ptr<LoRALinearImpl>>> lora_linears(const torch::nn::Module& root);
 
 // The LoRALinear layers that carry an adapter, sorted by name.
-std::vector<std::pair<std::string, std::shared_ptr<LoRALinearImpl>>> adapted_lora_linears(const torch::nn::Module& root);
+std::vector<std::pair<std::string, std::shared_ptr<LoRALinearImpl>>> adapted_lora_linears(
+    const torch::nn::Module& root);
 
 // True when `name` is `target` or ends with "." + target (PEFT's target_modules rule): "to_q" matches
 // "transformer_blocks.0.attn1.to_q" but not "...to_qx"; "to_out.0" does not match "...to_out.1".
@@ -73,11 +74,11 @@ void save_lora_diffusers(const std::filesystem::path& file, const torch::nn::Mod
 void save_lora_state(const std::filesystem::path& file, const torch::nn::Module& root);
 
 struct LoraLoadReport {
-  std::vector<std::string> modules;             // adapted modules, sorted
-  std::vector<int64_t> ranks;                   // per module, aligned with `modules`
-  int64_t rank = 0;                             // the most common rank
-  double alpha = 0.0;                           // alpha applied to modules of that rank
-  double scale = 0.0;                           // alpha / rank * multiplier for those modules
+  std::vector<std::string> modules;  // adapted modules, sorted
+  std::vector<int64_t> ranks;        // per module, aligned with `modules`
+  int64_t rank = 0;                  // the most common rank
+  double alpha = 0.0;                // alpha applied to modules of that rank
+  double scale = 0.0;                // alpha / rank * multiplier for those modules
   double multiplier = 1.0;
   std::string alpha_source;                     // "cvx folded", "cvx", "lora_adapter_metadata", "default (alpha = r)"
   std::map<std::string, std::string> metadata;  // the file's header metadata

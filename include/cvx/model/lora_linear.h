@@ -41,11 +41,11 @@ class LoRALinearImpl : public torch::nn::Module {
   // Removes the adapter; a merged adapter is unmerged first, so the layer is the plain base again.
   void disable_lora();
   bool has_lora() const { return !lora_A.is_empty(); }
-  int64_t lora_rank() const;      // 0 without adapter
+  int64_t lora_rank() const;  // 0 without adapter
   double lora_alpha() const { return alpha_; }
   double lora_dropout() const { return dropout_; }
   double lora_multiplier() const { return multiplier_; }
-  double scaling() const;         // alpha / rank * multiplier (0 without adapter)
+  double scaling() const;  // alpha / rank * multiplier (0 without adapter)
   // Runtime strength, like diffusers' set_adapters weight or attention_kwargs={"scale": m}.
   // Refused while merged (the merged delta was computed with the old value).
   void set_lora_multiplier(double multiplier);
@@ -65,8 +65,8 @@ class LoRALinearImpl : public torch::nn::Module {
   void reset_parameters();  // the nn.Linear init of weight and bias
   void pretty_print(std::ostream& stream) const override;
 
-  torch::Tensor weight;  // [out, in]
-  torch::Tensor bias;    // [out], undefined without bias
+  torch::Tensor weight;               // [out, in]
+  torch::Tensor bias;                 // [out], undefined without bias
   torch::nn::Linear lora_A{nullptr};  // weight [rank, in]
   torch::nn::Linear lora_B{nullptr};  // weight [out, rank]
 

@@ -19,7 +19,7 @@ inline const std::vector<std::string>& model_variant_names() {
 }
 
 struct ModelConfig {
-  std::string path;            // diffusers folder: transformer/ vae/ text_encoder/ tokenizer/ scheduler/
+  std::string path;  // diffusers folder: transformer/ vae/ text_encoder/ tokenizer/ scheduler/
   std::string variant = "auto";
   std::string dtype = "bf16";  // frozen base weights; LoRA masters stay fp32
 

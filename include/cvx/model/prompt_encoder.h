@@ -31,7 +31,8 @@ class PromptEncoder {
   // time (without a mask the rows are independent, so the result does not depend on it). A prompt
   // that does not fit is truncated, with a warning naming the text that was cut, like the pipeline.
   torch::Tensor encode(const std::vector<std::string>& prompts, int64_t max_sequence_length = kMaxTextLength);
-  EncodedPrompts encode_with_tokens(const std::vector<std::string>& prompts, int64_t max_sequence_length = kMaxTextLength);
+  EncodedPrompts encode_with_tokens(const std::vector<std::string>& prompts,
+                                    int64_t max_sequence_length = kMaxTextLength);
 
   void set_batch_size(int64_t batch_size);
   int64_t batch_size() const { return batch_size_; }

@@ -59,7 +59,7 @@ struct T5AttentionImpl : torch::nn::Module {
   torch::Tensor compute_bias(int64_t query_length, int64_t key_length);  // [1, H, Lq, Lk]
   T5Config config;
   LoRALinear q{nullptr}, k{nullptr}, v{nullptr}, o{nullptr};  // bias-free linear layers
-  torch::nn::Embedding relative_attention_bias{nullptr};  // block 0 only
+  torch::nn::Embedding relative_attention_bias{nullptr};      // block 0 only
 };
 TORCH_MODULE(T5Attention);
 

@@ -24,11 +24,11 @@ struct DenoiseStep {
   int64_t index = 0;
   int64_t timestep = 0;
   double guidance = 0.0;
-  torch::Tensor transformer_input;      // [2B or B, T, Cin, h, w]
-  torch::Tensor transformer_output;     // as the transformer returned it
-  torch::Tensor noise_pred_guided;      // [B, T, C, h, w] float32
-  torch::Tensor latents;                // after the step, in the model dtype
-  torch::Tensor pred_original_sample;   // the step's x0 prediction
+  torch::Tensor transformer_input;     // [2B or B, T, Cin, h, w]
+  torch::Tensor transformer_output;    // as the transformer returned it
+  torch::Tensor noise_pred_guided;     // [B, T, C, h, w] float32
+  torch::Tensor latents;               // after the step, in the model dtype
+  torch::Tensor pred_original_sample;  // the step's x0 prediction
 };
 using DenoiseCallback = std::function<void(const DenoiseStep&)>;
 

@@ -32,10 +32,12 @@ struct GenerateConfig {
 
   template <class V>
   void visit(V& v) {
-    v("model_path", model_path, "diffusers CogVideoX folder (transformer/, vae/, text_encoder/, tokenizer/, scheduler/)");
+    v("model_path", model_path,
+      "diffusers CogVideoX folder (transformer/, vae/, text_encoder/, tokenizer/, scheduler/)");
     v("lora_path", lora_path, "LoRA file (pytorch_lora_weights.safetensors from cvx or diffusers); empty: none");
     v("lora_scale", lora_scale,
-      "multiplier on the LoRA strength it was trained with (cvx files carry it; files without metadata: 1.0, as diffusers)");
+      "multiplier on the LoRA strength it was trained with (cvx files carry it; files without metadata: 1.0, as "
+      "diffusers)");
     v("prompt", prompt, "the prompt (or use prompt_file)");
     v("prompt_file", prompt_file, "a file with one prompt per line; every prompt reuses the loaded models");
     v("negative_prompt", negative_prompt, "negative prompt for classifier-free guidance");

@@ -20,13 +20,13 @@ namespace cvx {
 
 struct GenerateRequest {
   std::string prompt;
-  std::string negative_prompt;          // "" as in the pipelines
-  torch::Tensor image;                  // I2V: [H, W, 3] uint8 RGB (resized to width x height)
-  int64_t num_frames = 0;               // 0: the sample_frames of the model (49 / 81); 4N+1 (8N+1 as trained)
-  int64_t height = 0, width = 0;        // 0: 480x720 (1.0), 768x1360 (1.5)
+  std::string negative_prompt;    // "" as in the pipelines
+  torch::Tensor image;            // I2V: [H, W, 3] uint8 RGB (resized to width x height)
+  int64_t num_frames = 0;         // 0: the sample_frames of the model (49 / 81); 4N+1 (8N+1 as trained)
+  int64_t height = 0, width = 0;  // 0: 480x720 (1.0), 768x1360 (1.5)
   DenoiseOptions denoise;
-  uint64_t seed = 42;                   // CPU generator, as cli_demo.py
-  torch::Tensor initial_latents;        // optional: use these instead of drawing the initial noise
+  uint64_t seed = 42;             // CPU generator, as cli_demo.py
+  torch::Tensor initial_latents;  // optional: use these instead of drawing the initial noise
   int64_t max_sequence_length = kMaxTextLength;
 };
 
@@ -48,7 +48,8 @@ class VideoPipeline {
 
   // Pieces of generate(), also used by validation and tests.
   void resolve_geometry(GenerateRequest& request) const;  // defaults and checks (multiples of 16, frame counts)
-  torch::Tensor prepare_image(const torch::Tensor& image_u8, int64_t height, int64_t width) const;  // [1, 3, H, W] in [-1, 1]
+  torch::Tensor prepare_image(const torch::Tensor& image_u8, int64_t height,
+                              int64_t width) const;    // [1, 3, H, W] in [-1, 1]
   torch::Tensor decode(const torch::Tensor& latents);  // [1, T, C, h, w] scaled -> [F, 3, H, W] in [0, 1]
 
   CogVideoXTransformer transformer{nullptr};

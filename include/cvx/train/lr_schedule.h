@@ -3,9 +3,10 @@
 //   constant                  1
 //   constant_with_warmup      s < W ? s / max(1, W) : 1
 //   linear                    s < W ? s / max(1, W) : max(0, (N - s) / max(1, N - W))
-//   cosine                    s < W ? ... : max(0, 0.5 (1 + cos(pi * 2 cycles * p)))    p = (s - W) / max(1, N - W), cycles = 0.5
-//   cosine_with_restarts      s < W ? ... : p >= 1 ? 0 : max(0, 0.5 (1 + cos(pi * ((cycles * p) % 1))))
-//   polynomial                s < W ? ... : s > N ? end / lr : ((lr - end) (1 - (s - W) / (N - W))^power + end) / lr,  end = 1e-7
+//   cosine                    s < W ? ... : max(0, 0.5 (1 + cos(pi * 2 cycles * p)))    p = (s - W) / max(1, N - W),
+//   cycles = 0.5 cosine_with_restarts      s < W ? ... : p >= 1 ? 0 : max(0, 0.5 (1 + cos(pi * ((cycles * p) % 1))))
+//   polynomial                s < W ? ... : s > N ? end / lr : ((lr - end) (1 - (s - W) / (N - W))^power + end) / lr,
+//   end = 1e-7
 // where s is the number of optimizer steps taken so far (the learning rate of step s + 1, as LambdaLR
 // gives lr * lambda(s) after s scheduler.step() calls; the first step uses lambda(0), 0 with warm-up)
 // and N the total. Past N the formulas run on as in diffusers (linear 0, polynomial end / lr). Where

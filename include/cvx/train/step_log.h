@@ -12,7 +12,7 @@
 namespace cvx {
 
 struct StepReport {
-  int64_t step = 0;         // optimizer steps done (1-based after the first)
+  int64_t step = 0;  // optimizer steps done (1-based after the first)
   int64_t total_steps = 0;
   int64_t epoch = 0;
   double loss = 0;          // mean over the global batch

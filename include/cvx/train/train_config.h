@@ -33,8 +33,8 @@ struct TrainConfig {
   int64_t checkpointing_limit = 10;
   std::string resume_from_checkpoint;
   std::string optimizer = "adamw";
-  std::string latent_sampling = "sample";  // draw from the stored posterior every step, or take its mean
-  std::string image_latents = "encode";    // I2V: noise + VAE-encode the first frame every step (official)
+  std::string latent_sampling = "sample";   // draw from the stored posterior every step, or take its mean
+  std::string image_latents = "encode";     // I2V: noise + VAE-encode the first frame every step (official)
   std::string image_latent_scale = "auto";  // auto: as cvx_generate / diffusers feed it when sampling
   double noised_image_dropout = 0.0;
   bool enable_tiling = true;   // I2V encode: the VAE encoder tiles large frames (official default)
@@ -116,7 +116,8 @@ struct TrainConfig {
     CVX_CHECK_AS(ConfigError, max_grad_norm >= 0, "max_grad_norm must be >= 0 (got ", max_grad_norm, ")");
     CVX_CHECK_AS(ConfigError, lr_warmup_steps >= 0, "lr_warmup_steps must be >= 0");
     CVX_CHECK_AS(ConfigError, lr_num_cycles > 0, "lr_num_cycles must be > 0");
-    CVX_CHECK_AS(ConfigError, checkpointing_steps > 0, "checkpointing_steps must be > 0 (got ", checkpointing_steps, ")");
+    CVX_CHECK_AS(ConfigError, checkpointing_steps > 0, "checkpointing_steps must be > 0 (got ", checkpointing_steps,
+                 ")");
     CVX_CHECK_AS(ConfigError, checkpointing_limit >= 0, "checkpointing_limit must be >= 0");
     CVX_CHECK_AS(ConfigError, noised_image_dropout >= 0 && noised_image_dropout < 1,
                  "noised_image_dropout must be in [0, 1) (got ", noised_image_dropout, ")");

@@ -25,7 +25,7 @@ struct TrainRunConfig {
   // What [train] precompute_if_missing runs the precompute with: the defaults (cvx_train does not
   // read [precompute], whose dry_run would clash with [train] dry_run on the command line).
   PrecomputeConfig precompute;
-  std::string config_file;      // the --config file, for messages that give the command to run
+  std::string config_file;  // the --config file, for messages that give the command to run
 };
 
 // Where later features plug in without touching the loop (validation videos, TensorBoard,

@@ -84,9 +84,9 @@ int64_t padded_latent_frames(const TransformerConfig& config, int64_t latent_fra
 // when image_dropout is 0, so the stream does not depend on it). `latent_frames` as stored (before
 // 1.5 padding); `image_height`, `image_width` in pixels (used with encode_images). CPU tensors.
 LossDraws draw_loss_randoms(at::Generator generator, const TransformerConfig& config, int64_t batch,
-                            int64_t latent_channels, int64_t latent_frames, int64_t latent_height,
-                            int64_t latent_width, int64_t image_height, int64_t image_width, bool i2v,
-                            bool encode_images, double image_dropout, int64_t num_train_timesteps = 1000);
+                            int64_t latent_channels, int64_t latent_frames, int64_t latent_height, int64_t latent_width,
+                            int64_t image_height, int64_t image_width, bool i2v, bool encode_images,
+                            double image_dropout, int64_t num_train_timesteps = 1000);
 
 // The loss of one micro-batch. Runs the transformer in its compute dtype (inputs cast to it, the
 // prediction cast back to float32), the loss arithmetic in float32 / float64 as above, on the device
