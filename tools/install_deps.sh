@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  build-essential cmake ninja-build ccache clang libclang-rt-14-dev pkg-config
+  build-essential cmake ninja-build ccache clang libclang-rt-14-dev clang-format-14 pkg-config
   libtorch-dev libopenblas0-openmp
   openmpi-bin libopenmpi-dev
   libhdf5-openmpi-dev hdf5-tools

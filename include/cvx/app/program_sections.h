@@ -1,6 +1,7 @@
-// Which INI sections each cvx program reads. One experiment file can serve cvx_precompute,
-// cvx_train and cvx_generate: each program reads its own sections and skips the other programs'
-// (Options::foreign_sections), while a section that no program reads is still an unknown key.
+// Which INI sections each cvx program reads. One experiment file serves cvx_precompute and
+// cvx_train: each program reads its own sections and skips the other programs' (Options::
+// foreign_sections), while a section that no program reads is still an unknown key. cvx_generate
+// has top-level keys only, which the others refuse like any unknown key.
 #pragma once
 #include <string>
 #include <vector>
