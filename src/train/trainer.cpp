@@ -188,6 +188,11 @@ void TrainingJob::build_model() {
   const fs::path model_path = config_.model.path;
   const ComponentFolder transformer_folder = open_component(model_path / "transformer", "", /*require_weights=*/true);
   tc_ = TransformerConfig::from_json(transformer_folder.config, transformer_folder.config_file.string());
+  // The store's latents must be what this transformer denoises (checked before any weight is read).
+  CVX_CHECK_AS(ConfigError, header_.latent_shape[0] == tc_.out_channels, "latent store ", config_.data.store,
+               " holds latents of ", header_.latent_shape[0], " channels but the transformer of ", config_.model.path,
+               " takes ", tc_.out_channels,
+               " (its VAE and transformer do not belong together): make the store with this model's vae/");
   // The compute dtype the engine is planned with (one reading of mixed_precision: memory_plan).
   const FsdpOptions options = engine_options(config_);
   const torch::Dtype dtype = *options.precision.param_dtype;
