@@ -4,7 +4,20 @@
 #include <optional>
 #include <string>
 
+#include "cvx/core/error.h"
+
 namespace cvx::test {
+
+// The message of the cvx::Error that `f` throws, or "(no error)".
+template <class F>
+std::string error_text(F&& f) {
+  try {
+    f();
+  } catch (const cvx::Error& e) {
+    return e.message();
+  }
+  return "(no error)";
+}
 
 // The golden data directory (CVX_GOLDEN_DIR, else ../shared/golden beside the source tree), or
 // nullopt when it does not exist (tests then GTEST_SKIP with a message).

@@ -130,113 +130,70 @@ void OptionVisitor::add(OptionInfo info) {
   out_.push_back(std::move(info));
 }
 
+void OptionVisitor::add(const char* key, const char* help, const char* type, std::function<std::string()> get,
+                        std::function<void(const std::string&)> set, std::vector<std::string> choices) {
+  add({"", key, help, type, std::move(choices), "", std::move(get), std::move(set), /*alias_of=*/""});
+}
+
 void OptionVisitor::operator()(const char* key, bool& value, const char* help) {
-  add({"",
-       key,
-       help,
-       "bool",
-       {},
-       "",
-       [&value] { return std::string(value ? "true" : "false"); },
-       [&value](const std::string& s) { value = parse_bool(s); },
-       /*alias_of=*/""});
+  add(
+      key, help, "bool", [&value] { return std::string(value ? "true" : "false"); },
+      [&value](const std::string& s) { value = parse_bool(s); });
 }
 
 void OptionVisitor::operator()(const char* key, int& value, const char* help) {
-  add({"",
-       key,
-       help,
-       "int",
-       {},
-       "",
-       [&value] { return std::to_string(value); },
-       [&value](const std::string& s) {
-         const int64_t v = parse_int(s);
-         if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max())
-           throw std::invalid_argument("integer out of range");
-         value = static_cast<int>(v);
-       },
-       /*alias_of=*/""});
+  add(
+      key, help, "int", [&value] { return std::to_string(value); },
+      [&value](const std::string& s) {
+        const int64_t v = parse_int(s);
+        if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max())
+          throw std::invalid_argument("integer out of range");
+        value = static_cast<int>(v);
+      });
 }
 
 void OptionVisitor::operator()(const char* key, int64_t& value, const char* help) {
-  add({"",
-       key,
-       help,
-       "int",
-       {},
-       "",
-       [&value] { return std::to_string(value); },
-       [&value](const std::string& s) { value = parse_int(s); },
-       /*alias_of=*/""});
+  add(
+      key, help, "int", [&value] { return std::to_string(value); },
+      [&value](const std::string& s) { value = parse_int(s); });
 }
 
 void OptionVisitor::operator()(const char* key, double& value, const char* help) {
-  add({"",
-       key,
-       help,
-       "float",
-       {},
-       "",
-       [&value] { return format_double(value); },
-       [&value](const std::string& s) { value = parse_double(s); },
-       /*alias_of=*/""});
+  add(
+      key, help, "float", [&value] { return format_double(value); },
+      [&value](const std::string& s) { value = parse_double(s); });
 }
 
 void OptionVisitor::operator()(const char* key, float& value, const char* help) {
-  add({"",
-       key,
-       help,
-       "float",
-       {},
-       "",
-       [&value] { return format_double(value); },
-       [&value](const std::string& s) { value = static_cast<float>(parse_double(s)); },
-       /*alias_of=*/""});
+  add(
+      key, help, "float", [&value] { return format_double(value); },
+      [&value](const std::string& s) { value = static_cast<float>(parse_double(s)); });
 }
 
 void OptionVisitor::operator()(const char* key, std::string& value, const char* help) {
-  add({"",
-       key,
-       help,
-       "string",
-       {},
-       "",
-       [&value] { return value; },
-       [&value](const std::string& s) { value = trim(s); },
-       /*alias_of=*/""});
+  add(
+      key, help, "string", [&value] { return value; }, [&value](const std::string& s) { value = trim(s); });
 }
 
 void OptionVisitor::operator()(const char* key, std::vector<std::string>& value, const char* help) {
-  add({"",
-       key,
-       help,
-       "list",
-       {},
-       "",
-       [&value] { return join(value, ","); },
-       [&value](const std::string& s) { value = split_list(s); },
-       /*alias_of=*/""});
+  add(
+      key, help, "list", [&value] { return join(value, ","); },
+      [&value](const std::string& s) { value = split_list(s); });
 }
 
 void OptionVisitor::operator()(const char* key, std::vector<int64_t>& value, const char* help) {
-  add({"",
-       key,
-       help,
-       "int list",
-       {},
-       "",
-       [&value] {
-         std::vector<std::string> items;
-         for (auto v : value) items.push_back(std::to_string(v));
-         return join(items, ",");
-       },
-       [&value](const std::string& s) {
-         std::vector<int64_t> parsed;
-         for (const auto& item : split_list(s)) parsed.push_back(parse_int(item));
-         value = parsed;
-       },
-       /*alias_of=*/""});
+  add(
+      key, help, "int list",
+      [&value] {
+        std::vector<std::string> items;
+        for (auto v : value) items.push_back(std::to_string(v));
+        return join(items, ",");
+      },
+      [&value](const std::string& s) {
+        std::vector<int64_t> parsed;
+        for (const auto& item : split_list(s)) parsed.push_back(parse_int(item));
+        value = parsed;
+      });
 }
 
 void OptionVisitor::alias(const char* alias, const char* key) {
@@ -253,14 +210,15 @@ void OptionVisitor::alias(const char* alias, const char* key) {
 
 void OptionVisitor::choice(const char* key, std::string& value, std::vector<std::string> choices, const char* help) {
   const auto allowed = choices;
-  add({"", key, help, "string", std::move(choices), "", [&value] { return value; },
-       [&value, allowed](const std::string& s) {
-         const std::string t = trim(s);
-         if (std::find(allowed.begin(), allowed.end(), t) == allowed.end())
-           throw std::invalid_argument("expected one of: " + join(allowed, ", "));
-         value = t;
-       },
-       /*alias_of=*/""});
+  add(
+      key, help, "string", [&value] { return value; },
+      [&value, allowed](const std::string& s) {
+        const std::string t = trim(s);
+        if (std::find(allowed.begin(), allowed.end(), t) == allowed.end())
+          throw std::invalid_argument("expected one of: " + join(allowed, ", "));
+        value = t;
+      },
+      std::move(choices));
 }
 
 // ------------------------------------------------------------------ Options

@@ -12,6 +12,7 @@
 #include "test_util.h"
 
 namespace fs = std::filesystem;
+using cvx::test::error_text;
 using cvx::test::same_bits;
 using cvx::test::store_test_tensor;
 
@@ -26,15 +27,6 @@ fs::path make_store(const std::string& name, const cvx::LatentStoreOptions& opti
   return path;
 }
 
-template <class F>
-std::string error_text(F&& f) {
-  try {
-    f();
-  } catch (const cvx::Error& e) {
-    return e.message();
-  }
-  return "(no error)";
-}
 }  // namespace
 
 TEST(LatentStore, WriteReadResumeWithoutMpi) {

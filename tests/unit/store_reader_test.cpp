@@ -8,6 +8,7 @@
 #include "test_util.h"
 
 namespace fs = std::filesystem;
+using cvx::test::error_text;
 using cvx::test::store_test_tensor;
 
 namespace {
@@ -44,16 +45,6 @@ fs::path make_i2v_store(const std::string& name) {
   for (int64_t p : {0, 1}) store.write_prompt(p, store_test_tensor(kEmbedding, 200 + p, torch::kFloat32));
   store.close();
   return path;
-}
-
-template <class F>
-std::string error_text(F&& f) {
-  try {
-    f();
-  } catch (const cvx::Error& e) {
-    return e.message();
-  }
-  return "(no error)";
 }
 
 cvx::StoreReadOptions everything() {

@@ -55,6 +55,9 @@ class OptionVisitor {
 
  private:
   void add(OptionInfo info);
+  // A field of this section: its text is `get()`, `set` parses a value into it.
+  void add(const char* key, const char* help, const char* type, std::function<std::string()> get,
+           std::function<void(const std::string&)> set, std::vector<std::string> choices = {});
   std::string section_;
   std::vector<OptionInfo>& out_;
 };
