@@ -58,10 +58,8 @@ int run_generate(const AppContext& ctx, const GenerateConfig& config) {
   CVX_INFO << "models loaded on " << device << " (" << config.dtype << ")";
   if (config.vae_tiling) pipeline.vae->enable_tiling();
   // auto: DPM for the 5b-class models and DDIM for 2b, as the official demo samples them.
-  const bool dpm =
-      config.scheduler == "dpm" || (config.scheduler == "auto" && pipeline.transformer->config.variant() != kVariant2b);
-  pipeline.scheduler_config.class_name = dpm ? "CogVideoXDPMScheduler" : "CogVideoXDDIMScheduler";
-  pipeline.scheduler_config.timestep_spacing = "trailing";
+  pipeline.scheduler_config =
+      sampling_scheduler(pipeline.scheduler_config, config.scheduler, pipeline.transformer->config.variant());
   if (!config.lora_path.empty()) {
     const auto report = load_lora(*pipeline.transformer, config.lora_path, config.lora_scale);
     CVX_INFO << "LoRA " << config.lora_path << ": " << report.modules.size() << " layers, rank " << report.rank

@@ -30,6 +30,25 @@ VideoPipeline VideoPipeline::load(const std::filesystem::path& model_path, torch
   return p;
 }
 
+VideoPipeline VideoPipeline::from_parts(CogVideoXTransformer transformer, AutoencoderKLCogVideoX vae,
+                                        SchedulerConfig scheduler_config, torch::Device device) {
+  VideoPipeline p;
+  p.transformer = std::move(transformer);
+  p.vae = std::move(vae);
+  p.scheduler_config = std::move(scheduler_config);
+  p.device = device;
+  return p;
+}
+
+SchedulerConfig sampling_scheduler(SchedulerConfig base, const std::string& choice, const std::string& variant) {
+  CVX_CHECK_AS(ConfigError, choice == "auto" || choice == "dpm" || choice == "ddim", "scheduler must be auto, dpm or ",
+               "ddim (got '", choice, "')");
+  const bool dpm = choice == "dpm" || (choice == "auto" && variant != kVariant2b);
+  base.class_name = dpm ? "CogVideoXDPMScheduler" : "CogVideoXDDIMScheduler";
+  base.timestep_spacing = "trailing";
+  return base;
+}
+
 void VideoPipeline::resolve_geometry(GenerateRequest& r) const {
   const auto& c = transformer->config;
   const bool v15 = c.patch_size_t.has_value();
@@ -81,10 +100,16 @@ GenerateResult VideoPipeline::generate(const GenerateRequest& request_in, const 
   const auto& c = transformer->config;
   GenerateResult result;
   const bool cfg = r.denoise.guidance_scale > 1.0;
-  result.prompt_embeds = prompt_encoder->encode({r.prompt}, r.max_sequence_length).to(transformer->dtype());
-  if (cfg)
-    result.negative_prompt_embeds =
-        prompt_encoder->encode({r.negative_prompt}, r.max_sequence_length).to(transformer->dtype());
+  CVX_CHECK(r.prompt_embeds.defined() || prompt_encoder,
+            "this pipeline has no prompt encoder: the request must carry prompt_embeds");
+  CVX_CHECK(!cfg || r.prompt_embeds.defined() == r.negative_prompt_embeds.defined(),
+            "give both prompt_embeds and negative_prompt_embeds (guidance_scale > 1), or neither");
+  const auto embed = [&](const std::string& text, const torch::Tensor& given) {
+    return (given.defined() ? given.to(device) : prompt_encoder->encode({text}, r.max_sequence_length))
+        .to(transformer->dtype());
+  };
+  result.prompt_embeds = embed(r.prompt, r.prompt_embeds);
+  if (cfg) result.negative_prompt_embeds = embed(r.negative_prompt, r.negative_prompt_embeds);
   const auto dtype = result.prompt_embeds.scalar_type();
 
   // Latent geometry; 1.5 pads the latent frame count to a multiple of patch_size_t with extra frames at the front.
@@ -119,7 +144,7 @@ GenerateResult VideoPipeline::generate(const GenerateRequest& request_in, const 
   result.final_latents = denoise(transformer, scheduler, latents, result.prompt_embeds, result.negative_prompt_embeds,
                                  result.image_latents, ofs, rope.cos.defined() ? &rope : nullptr, r.denoise,
                                  generator_noise(generator), callback);
-  result.video = decode(result.final_latents.narrow(1, extra, frames - extra));
+  if (r.decode) result.video = decode(result.final_latents.narrow(1, extra, frames - extra));
   return result;
 }
 

@@ -44,6 +44,7 @@
 #include "cvx/train/step_flops.h"
 #include "cvx/train/training_export.h"
 #include "cvx/train/training_loss.h"
+#include "cvx/train/validation.h"
 
 #ifdef CVX_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -82,6 +83,14 @@ std::string precompute_command(const std::string& config_file) {
   return "mpirun -np N cvx_precompute --config " + (config_file.empty() ? std::string("CONFIG.ini") : config_file);
 }
 
+// The noise schedule the model was trained with (the official trainer loads scheduler/), else the
+// variant's default.
+SchedulerConfig model_scheduler_config(const fs::path& model_path, const TransformerConfig& tc) {
+  const fs::path file = model_path / "scheduler" / "scheduler_config.json";
+  if (fs::exists(file)) return SchedulerConfig::from_json(read_json_file(file), file.string());
+  return tc.variant() == kVariant2b ? scheduler_config_2b() : scheduler_config_5b();
+}
+
 class TrainingJob {
  public:
   TrainingJob(const AppContext& ctx, const TrainRunConfig& config, const TrainHooks& hooks)
@@ -97,6 +106,8 @@ class TrainingJob {
   double train_step(int64_t step, double* data_wait);
   void enqueue_next_batch();
   void save_checkpoint(int64_t step);
+  void prepare_validation(torch::Dtype dtype);
+  void run_validation(int64_t step);
   void export_final();
   bool is_rank0() const { return ctx_.mpi->rank == 0; }
 
@@ -134,6 +145,7 @@ class TrainingJob {
   int64_t total_steps_ = 0;
   int64_t start_step_ = 0;
   std::optional<CheckpointFolder> resumed_from_;
+  std::optional<Validator> validator_;
   double flops_per_sample_ = 0, peak_tflops_ = 0;
 };
 
@@ -197,6 +209,8 @@ void TrainingJob::build_model() {
   const FsdpOptions options = engine_options(config_);
   const torch::Dtype dtype = *options.precision.param_dtype;
   const bool lora = t_.training_type == "lora";
+  // Before the transformer exists: T5 encodes the validation prompts and is freed again.
+  if (config_.validation.enabled) prepare_validation(dtype);
 
   // Every rank builds the same unmaterialised model; LoRA adapters are initialised from the seed
   // (identical on every rank), the base weights come from the checkpoint shard by shard.
@@ -227,12 +241,7 @@ void TrainingJob::build_model() {
   adam.weight_decay = t_.weight_decay;
   optimizer_ = std::make_unique<ShardedAdamW>(params, adam);
 
-  // The noise schedule the model was trained with (the official trainer loads scheduler/).
-  const fs::path scheduler_file = model_path / "scheduler" / "scheduler_config.json";
-  SchedulerConfig scheduler_config = tc_.variant() == kVariant2b ? scheduler_config_2b() : scheduler_config_5b();
-  if (fs::exists(scheduler_file))
-    scheduler_config = SchedulerConfig::from_json(read_json_file(scheduler_file), scheduler_file.string());
-  noise_scheduler_ = std::make_unique<CogVideoXScheduler>(scheduler_config);
+  noise_scheduler_ = std::make_unique<CogVideoXScheduler>(model_scheduler_config(model_path, tc_));
 
   // Geometry and the I2V conditioning.
   geometry_.latent_frames = padded_latent_frames(tc_, header_.latent_shape[1]);
@@ -446,6 +455,8 @@ void TrainingJob::train() {
       stop = flag.cpu().item<double>() > 0;
     }
     if (r.step % t_.checkpointing_steps == 0 || r.step == total_steps_ || stop) save_checkpoint(r.step);
+    // Not when stopping early: a preempted job should exit quickly.
+    if (validator_ && !stop && validator_->due(r.step, total_steps_)) run_validation(r.step);
     if (stop) {
       CVX_INFO << "stopping after step " << r.step << " as asked; resume with --resume_from_checkpoint latest";
       total_steps_ = r.step;
@@ -453,6 +464,32 @@ void TrainingJob::train() {
     }
   }
   prefetcher_.reset();
+}
+
+void TrainingJob::prepare_validation(torch::Dtype dtype) {
+  ValidationSetup setup;
+  setup.model_path = config_.model.path;
+  setup.output_dir = output_dir_;
+  setup.dtype = dtype;
+  setup.device = device_;
+  setup.frames = header_.frames;
+  setup.height = header_.height;
+  setup.width = header_.width;
+  setup.transformer = tc_;
+  setup.scheduler = model_scheduler_config(config_.model.path, tc_);
+  validator_.emplace(config_.validation, setup, ctx_.mpi->rank, ctx_.mpi->size);
+  validator_->encode_prompts();
+}
+
+void TrainingJob::run_validation(int64_t step) {
+  // The model as trained (no dropout); the engine gathers its units as in a training forward.
+  // Loading the VAE initialises modules from torch's generator: put the LoRA-dropout stream back
+  // where training left it, so a run's losses do not depend on validation.
+  const RngSnapshot rng = RngSnapshot::capture(device_);
+  model_->eval();
+  const ValidationResult result = validator_->run(step, model_, *comm_);
+  model_->train();
+  rng.replay();
 }
 
 void TrainingJob::save_checkpoint(int64_t step) {

@@ -6,7 +6,6 @@
 
 #include <fstream>
 #include <map>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <regex>
 
@@ -17,93 +16,19 @@
 #include "cvx/io/safetensors.h"
 #include "cvx/model/transformer.h"
 #include "test_util.h"
+#include "train_fixture.h"
 
 namespace fs = std::filesystem;
 using cvx::test::built_program;
+using cvx::test::fixture;
+using cvx::test::Fixture;
+using cvx::test::mpirun;
 using cvx::test::run_command;
 using cvx::test::shell_quote;
+using cvx::test::train;
+using cvx::test::TrainRun;
 
 namespace {
-
-std::string mpirun(int np) { return "mpirun --allow-run-as-root --oversubscribe -np " + std::to_string(np) + " "; }
-
-// A tiny model, a synthetic dataset and its store, made once per variant for the whole suite.
-struct Fixture {
-  fs::path dir, model, data, store, config;
-  std::string variant;
-  bool i2v = false;
-};
-
-std::string base_config(const Fixture& f) {
-  std::ostringstream ini;
-  ini << "log_level = info\n\n[model]\npath = " << f.model.string()
-      << "\ndtype = fp32\n\n[data]\ndata_root = " << f.data.string()
-      << "\ncaption_column = prompts.txt\nvideo_column = videos.txt\n"
-      << (f.i2v ? "image_column = images.txt\n" : "") << "train_resolution = 9x48x64\nstore = " << f.store.string()
-      << "\n\n[precompute]\nlatent_dtype = fp32\nembedding_dtype = fp32\n\n[train]\nmixed_precision = no\n"
-      << "learning_rate = 1e-3\nlr_scheduler = constant\nlr_warmup_steps = 0\ncheckpointing_steps = 1000\n"
-      << "\n[lora]\nrank = 4\nalpha = 4\n";
-  return ini.str();
-}
-
-const Fixture& fixture(const std::string& variant, int num_samples = 4) {
-  static std::mutex mutex;
-  static std::map<std::string, Fixture> made;
-  std::lock_guard<std::mutex> lock(mutex);
-  const std::string key = variant + "/" + std::to_string(num_samples);
-  if (auto it = made.find(key); it != made.end()) return it->second;
-  Fixture f;
-  f.variant = variant;
-  f.i2v = variant.find("i2v") != std::string::npos;
-  f.dir = cvx::test::scratch_dir("train_e2e_" + std::regex_replace(variant, std::regex("\\."), "_"));
-  f.model = f.dir / "model";
-  f.data = f.dir / "data";
-  f.store = f.dir / "store.h5";
-  f.config = f.dir / "base.ini";
-  std::string out;
-  EXPECT_EQ(
-      run_command(shell_quote(built_program("cvx_make_tiny")) + " " + shell_quote(f.model) + " --variant " + variant,
-                  &out),
-      0)
-      << out;
-  const fs::path script = fs::path(CVX_SOURCE_DIR) / "tools" / "make_synthetic_dataset.sh";
-  EXPECT_EQ(run_command(shell_quote(script) + " " + shell_quote(f.data) + " " + std::to_string(num_samples) +
-                            " 64x48 12" + (f.i2v ? " --images" : ""),
-                        &out),
-            0)
-      << out;
-  std::ofstream(f.config) << base_config(f);
-  EXPECT_EQ(run_command(mpirun(2) + shell_quote(built_program("cvx_precompute")) + " --config " + shell_quote(f.config),
-                        &out),
-            0)
-      << out;
-  return made.emplace(key, f).first->second;
-}
-
-struct TrainRun {
-  int rc = -1;
-  std::string output;
-  fs::path dir;
-  std::vector<nlohmann::json> metrics;
-  std::vector<double> losses() const {
-    std::vector<double> out;
-    for (const auto& m : metrics) out.push_back(m["loss"].get<double>());
-    return out;
-  }
-};
-
-TrainRun train(const Fixture& f, int np, const fs::path& output_dir, const std::string& args) {
-  TrainRun r;
-  r.dir = output_dir;
-  r.rc = run_command(mpirun(np) + shell_quote(built_program("cvx_train")) + " --config " + shell_quote(f.config) +
-                         " --train.output_dir " + shell_quote(output_dir) + " " + args,
-                     &r.output);
-  std::ifstream in(output_dir / "metrics.jsonl");
-  std::string line;
-  while (std::getline(in, line))
-    if (!line.empty()) r.metrics.push_back(nlohmann::json::parse(line));
-  return r;
-}
 
 double mean(const std::vector<double>& v, size_t first, size_t count) {
   double s = 0;

@@ -28,10 +28,16 @@ struct GenerateRequest {
   uint64_t seed = 42;             // CPU generator, as cli_demo.py
   torch::Tensor initial_latents;  // optional: use these instead of drawing the initial noise
   int64_t max_sequence_length = kMaxTextLength;
+  // Precomputed text embeddings [1, L, D] (training validation encodes its prompts once at
+  // start-up and keeps no T5): used instead of the prompt encoder when defined.
+  torch::Tensor prompt_embeds, negative_prompt_embeds;
+  // false: stop after denoising (final_latents only; no VAE decode). A rank with no prompt of its
+  // own in a validation round still runs the transformer, whose sharded units gather collectively.
+  bool decode = true;
 };
 
 struct GenerateResult {
-  torch::Tensor video;          // [F, 3, H, W] in [0, 1] float32
+  torch::Tensor video;          // [F, 3, H, W] in [0, 1] float32 (undefined when decode = false)
   torch::Tensor final_latents;  // [1, T, C, h, w] before the 1.5 padding is dropped
   torch::Tensor prompt_embeds, negative_prompt_embeds, image_latents;  // as used
 };
@@ -43,6 +49,10 @@ class VideoPipeline {
   // model is moved to `device`. Random draws stay on a CPU generator (reproducible across devices).
   static VideoPipeline load(const std::filesystem::path& model_path, torch::Dtype dtype = torch::kBFloat16,
                             std::optional<torch::Dtype> vae_dtype = std::nullopt, torch::Device device = torch::kCPU);
+  // A pipeline around models someone else owns (training validation: the transformer being trained,
+  // its blocks run by the sharded engine). No prompt encoder: requests carry their embeddings.
+  static VideoPipeline from_parts(CogVideoXTransformer transformer, AutoencoderKLCogVideoX vae,
+                                  SchedulerConfig scheduler_config, torch::Device device);
 
   GenerateResult generate(const GenerateRequest& request, const DenoiseCallback& callback = {});
 
@@ -58,5 +68,10 @@ class VideoPipeline {
   SchedulerConfig scheduler_config;
   torch::Device device = torch::kCPU;
 };
+
+// The scheduler the pipelines sample with: `choice` "dpm", "ddim", or "auto" (DPM for the 5b-class
+// models, DDIM for 2b, as the official demo), trailing timestep spacing; the rest from `base` (the
+// model folder's scheduler/).
+SchedulerConfig sampling_scheduler(SchedulerConfig base, const std::string& choice, const std::string& variant);
 
 }  // namespace cvx

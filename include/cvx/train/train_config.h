@@ -126,34 +126,78 @@ struct TrainConfig {
   }
 };
 
+// [validation]: videos rendered with the model being trained. The official trainer's options map
+// to: do_validation = enabled, validation_steps = every_steps, validation_dir = dir,
+// validation_prompts / validation_images = prompts / images (":::"-separated), gen_fps = fps.
 struct ValidationConfig {
   bool enabled = false;
   int64_t every_steps = 0;  // 0: only at the end
-  std::string data_root;    // same list format as the training set
+  std::string dir;          // prompts.txt [+ images.txt] in the dataset format
   std::string caption_column = "prompts.txt";
-  std::string image_column;
+  std::string image_column = "images.txt";
+  std::string prompts;  // instead of dir: prompts separated by ":::"
+  std::string images;   // I2V, with prompts: image paths separated by ":::"
+  std::string negative_prompt;
+  int64_t num_frames = 0, height = 0, width = 0;  // 0: the training resolution
   int64_t num_inference_steps = 50;
   double guidance_scale = 6.0;
   bool use_dynamic_cfg = false;
-  int64_t fps = 16;
+  std::string scheduler = "dpm";
+  int64_t seed = 42;
+  int64_t fps = 0;  // 0: 8 for 1.0 models, 16 for 1.5
+  bool vae_tiling = true;
+  bool vae_slicing = true;
+  std::string keep_vae = "free";
+  int64_t contact_sheet_height = 160;
 
   template <class V>
   void visit(V& v) {
-    v("enabled", enabled, "render validation videos during training");
-    v("every_steps", every_steps, "render every this many optimizer steps (0 = only at the end)");
-    v("data_root", data_root, "validation set folder (same list format as the training set)");
-    v("caption_column", caption_column, "validation prompt list, relative to data_root");
-    v("image_column", image_column, "validation image list for I2V, relative to data_root");
+    v("enabled", enabled, "render validation videos during training (official: do_validation)");
+    v("every_steps", every_steps,
+      "render every this many optimizer steps, and always after the last step (0 = only at the end; official: "
+      "validation_steps)");
+    v("dir", dir,
+      "validation set folder: caption_column (one prompt a line) and, for I2V, image_column (official: "
+      "validation_dir)");
+    v("caption_column", caption_column, "prompt list in dir");
+    v("image_column", image_column, "I2V: image list in dir (paths relative to the list file)");
+    v("prompts", prompts, "instead of dir: the prompts separated by ':::' (official: validation_prompts)");
+    v("images", images, "I2V, with prompts: the first-frame images separated by ':::' (official: validation_images)");
+    v("negative_prompt", negative_prompt, "negative prompt of classifier-free guidance (official: empty)");
+    v("num_frames", num_frames, "frames per video, 4N+1 (0: the training clips' frame count)");
+    v("height", height, "video height, multiple of 16 (0: the training height)");
+    v("width", width, "video width, multiple of 16 (0: the training width)");
     v("num_inference_steps", num_inference_steps, "denoising steps per validation video");
-    v("guidance_scale", guidance_scale, "classifier-free guidance scale");
-    v("use_dynamic_cfg", use_dynamic_cfg, "cosine-ramped guidance as in cli_demo");
-    v("fps", fps, "frame rate of the written mp4");
+    v("guidance_scale", guidance_scale, "classifier-free guidance scale (<= 1 disables guidance)");
+    v("use_dynamic_cfg", use_dynamic_cfg, "the cosine guidance schedule of cli_demo (official validation: off)");
+    v.choice("scheduler", scheduler, {"dpm", "ddim", "auto"},
+             "sampler, trailing spacing (official validation: the training scheduler, DPM; auto = DPM for "
+             "5b-class models and DDIM for 2b as cvx_generate)");
+    v("seed", seed, "seed of every validation video (the same at every step, so the videos compare)");
+    v("fps", fps, "frame rate of the mp4 (0: 8 for 1.0 models, 16 for 1.5; official gen_fps: 15)");
+    v("vae_tiling", vae_tiling, "decode in overlapping spatial tiles (bounds the decode's memory)");
+    v("vae_slicing", vae_slicing, "decode the batch one video at a time");
+    v.choice("keep_vae", keep_vae, {"free", "cpu"},
+             "the VAE between validations: free (read from disk for each validation, freed afterwards) or cpu "
+             "(kept in host memory, moved to the device for the validation)");
+    v("contact_sheet_height", contact_sheet_height,
+      "height of the frames in contact_sheet.png (first, middle, last frame per prompt; smaller frames are "
+      "kept as they are)");
   }
   void validate() const {
-    CVX_CHECK_AS(ConfigError, !enabled || !data_root.empty(), "enabled = true needs data_root (the validation set)");
-    CVX_CHECK_AS(ConfigError, every_steps >= 0, "every_steps must be >= 0");
-    CVX_CHECK_AS(ConfigError, num_inference_steps > 0, "num_inference_steps must be > 0");
-    CVX_CHECK_AS(ConfigError, fps > 0, "fps must be > 0");
+    CVX_CHECK_AS(ConfigError, !enabled || !dir.empty() || !prompts.empty(),
+                 "[validation] enabled = true needs the validation prompts: dir = FOLDER (with ", caption_column,
+                 ") or prompts = \"first prompt:::second prompt\"");
+    CVX_CHECK_AS(ConfigError, dir.empty() || prompts.empty(),
+                 "[validation] give the prompts once: dir or prompts, not both");
+    CVX_CHECK_AS(ConfigError, images.empty() || !prompts.empty(),
+                 "[validation] images goes with prompts (with dir, the images come from dir/", image_column, ")");
+    CVX_CHECK_AS(ConfigError, every_steps >= 0, "[validation] every_steps must be >= 0");
+    CVX_CHECK_AS(ConfigError, num_frames >= 0 && height >= 0 && width >= 0,
+                 "[validation] num_frames, height and width must be >= 0 (0: the training resolution)");
+    CVX_CHECK_AS(ConfigError, num_inference_steps > 0, "[validation] num_inference_steps must be > 0");
+    CVX_CHECK_AS(ConfigError, fps >= 0, "[validation] fps must be >= 0");
+    CVX_CHECK_AS(ConfigError, contact_sheet_height > 0, "[validation] contact_sheet_height must be > 0");
   }
 };
 
