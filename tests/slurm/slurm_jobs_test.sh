@@ -48,6 +48,9 @@ wait_job() {
     if [ "$state" = PENDING ] && [ "$reason" = BeginTime ]; then
       echo "job $id requeued (restarts $(job_field "$id" Restarts)), pending for BeginTime at $((SECONDS - start)) s: starting it now"
       [ -n "${on_requeue:-}" ] && $on_requeue "$id"
+      # The previous run's step daemons must be gone first: the restarted job reuses the job id, and
+      # srun's pmix socket of step ID.0 would still be bound (Slurm's own requeue delay covers this).
+      while pgrep -f "slurmstepd: \[$id\." >/dev/null; do sleep 0.2; done
       scontrol update JobId="$id" StartTime=now || fail "scontrol update StartTime=now"
     fi
     [ $((SECONDS - start)) -lt "$limit" ] || { echo "job $id not done after $limit s (state $state)"; return 1; }
@@ -59,9 +62,15 @@ show_logs() {
     [ -f "$f" ] && { echo "---- $f"; cat "$f"; }
   done
 }
-submit() {  # SBATCH_ARGS... -- SCRIPT ARGS...: prints the job id
-  sbatch --parsable "$@" || fail "sbatch $*"
+submitted=$work/submitted
+submit() {  # SBATCH_ARGS... SCRIPT ARGS...: prints the job id
+  local id
+  id=$(sbatch --parsable "$@") || fail "sbatch $*"
+  echo "$id" >>"$submitted"
+  echo "$id"
 }
+# Nothing of a failed test keeps running into the next one.
+trap '[ -f "$submitted" ] && xargs -r scancel <"$submitted" 2>/dev/null' EXIT
 
 case "$CASE" in
   jobs_complete)
@@ -94,8 +103,9 @@ case "$CASE" in
         --train.train_steps "$STEPS" "${EVERY[@]}")
       start=$SECONDS
       until [ "$(metrics_lines "$run/metrics.jsonl")" -ge 3 ]; do
-        [ "$(job_field "$id" JobState)" = RUNNING ] || [ "$(job_field "$id" JobState)" = PENDING ] ||
-          { show_logs; fail "job $id ended before it could be signalled"; }
+        case "$(job_field "$id" JobState)" in
+          COMPLETED | FAILED | CANCELLED | TIMEOUT | NODE_FAIL) show_logs; fail "job $id ended before it could be signalled" ;;
+        esac
         [ $((SECONDS - start)) -lt 300 ] || { show_logs; fail "no training steps after 300 s"; }
         sleep 0.2
       done
