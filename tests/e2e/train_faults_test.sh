@@ -2,7 +2,7 @@
 # What happens to a 2-rank cvx_train run when things go wrong, and that a rerun with
 # `--train.resume_from_checkpoint latest` (or latest_valid) picks up from the last good checkpoint
 # and ends with the uninterrupted run's final loss.
-# usage: train_faults_test.sh SRC BUILD CASE
+# usage: train_faults_test.sh SRC BUILD CASE [TRAIN_CRASH_PROBE]
 #   stop_signal       SIGUSR1 and SIGTERM to the ranks mid-run: every rank finishes its step,
 #                     checkpoints, exits 75; the later signal is logged as ignored (signals go to the
 #                     ranks themselves: a TERM to mpirun makes it kill them; the forwarding of USR1
@@ -16,7 +16,7 @@
 #   corrupt_shard     a damaged shard of the newest checkpoint: `latest` refuses naming the file,
 #                     `latest_valid` resumes from the one before
 set -uo pipefail
-SRC=$1 BUILD=$2 CASE=$3
+SRC=$1 BUILD=$2 CASE=$3 PROBE=${4:-$2/tests/train_crash_probe}
 # shellcheck source=tiny_train_lib.sh
 source "$SRC/tests/e2e/tiny_train_lib.sh"
 export OMP_NUM_THREADS=1
@@ -117,7 +117,7 @@ case "$CASE" in
     ;;
   checkpoint_crash)
     out=$work/run
-    $(train_cmd 2 "$out" --train.train_steps $STEPS | sed "s|$BUILD/cvx_train|$BUILD/train_crash_probe 6|") \
+    $(train_cmd 2 "$out" --train.train_steps $STEPS | sed "s|$BUILD/cvx_train|$PROBE 6|") \
       >"$work/run.log" 2>&1
     rc=$?
     cat "$work/run.log"
