@@ -80,8 +80,12 @@ cvx_run_ranks() {
   echo "cvx: $(basename "$program") exited with status $rc at $(date -u '+%T') UTC"
   if [ $rc -eq $cvx_exit_requeue ] || { [ "$cvx_stop_mode" = kill ] && [ $cvx_stop_requested -eq 1 ]; }; then
     # Exiting alone does not requeue (--requeue covers node failure and preemption only).
-    echo "cvx: stopped on request: requeueing job $SLURM_JOB_ID (it resumes where it stopped)"
-    scontrol requeue "$SLURM_JOB_ID"
+    if [ -n "${SLURM_JOB_ID:-}" ]; then
+      echo "cvx: stopped on request: requeueing job $SLURM_JOB_ID (it resumes where it stopped)"
+      scontrol requeue "$SLURM_JOB_ID"
+    else
+      echo "cvx: stopped on request outside Slurm: run the same command again to resume"
+    fi
   fi
   return $rc
 }

@@ -62,6 +62,7 @@ trap 'rc=$?; if [ $rc -ne 0 ]; then echo "slurm_cluster: start failed; logs in $
 stop  # leftovers of an earlier run in this folder
 
 host=$(hostname -s)
+cpus=$(nproc --all)  # plain nproc honours OMP_NUM_THREADS (ctest sets 1): the node would get one CPU
 mem_mb=$(awk '/MemTotal/ {print int($2 / 1024 / 2)}' /proc/meminfo)  # under the real size, so the node is not drained
 mkdir -p "$dir/state" "$dir/spool" "$dir/munge"
 chmod 700 "$dir/munge"
@@ -96,7 +97,7 @@ MpiDefault=none
 ReturnToService=2
 JobRequeue=1
 MinJobAge=600
-NodeName=$host CPUs=$(nproc) RealMemory=$mem_mb State=UNKNOWN
+NodeName=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 CONF
 

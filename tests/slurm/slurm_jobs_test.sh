@@ -53,7 +53,7 @@ wait_job() {
       while pgrep -f "slurmstepd: \[$id\." >/dev/null; do sleep 0.2; done
       scontrol update JobId="$id" StartTime=now || fail "scontrol update StartTime=now"
     fi
-    [ $((SECONDS - start)) -lt "$limit" ] || { echo "job $id not done after $limit s (state $state)"; return 1; }
+    [ $((SECONDS - start)) -lt "$limit" ] || { echo "job $id not done after $limit s (state $state, reason $reason)"; return 1; }
     sleep 0.5
   done
 }
