@@ -41,10 +41,11 @@ cvx_launcher() {
 cvx_stop_requested=0
 cvx_on_stop_signal() {  # $1 = the signal the batch shell got
   cvx_stop_requested=1
-  echo "cvx: $1 received at $(date -u '+%T') UTC: asking the ranks to finish their step and checkpoint"
   if [ "$cvx_stop_mode" = checkpoint ]; then
+    echo "cvx: $1 received at $(date -u '+%T') UTC: asking the ranks to finish their step and checkpoint"
     kill -USR1 "$cvx_launcher_pid" 2>/dev/null || true
   else
+    echo "cvx: $1 received at $(date -u '+%T') UTC: stopping the ranks (a rerun continues where they stopped)"
     kill -TERM "$cvx_launcher_pid" 2>/dev/null || true
   fi
 }
