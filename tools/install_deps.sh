@@ -13,6 +13,7 @@ PACKAGES=(
   libsentencepiece-dev sentencepiece
   nlohmann-json3-dev
   libgtest-dev googletest
+  slurm-wlm munge  # the slurm-labelled tests start a one-node Slurm (tests/slurm/slurm_cluster.sh)
 )
 
 missing=()

@@ -1,8 +1,11 @@
 // cvx_train: fine-tune a CogVideoX transformer (LoRA or full) on a precomputed latent store.
+// SIGUSR1 or SIGTERM: every rank finishes its step, a checkpoint is saved, exit status 75
+// (cvx::kExitStoppedToResume) tells the batch script to requeue the job.
 #include "cvx/app/app.h"
 #include "cvx/app/general_config.h"
 #include "cvx/app/program_sections.h"
 #include "cvx/core/options.h"
+#include "cvx/core/stop_signal.h"
 #include "cvx/data/data_config.h"
 #include "cvx/dist/parallel_config.h"
 #include "cvx/model/lora_config.h"
@@ -11,6 +14,9 @@
 #include "cvx/train/trainer.h"
 
 int main(int argc, char** argv) {
+  // Before MPI starts: a signal that comes during start-up is then a stop request too (after the
+  // first step), not the default action that kills the rank.
+  cvx::install_stop_signal_handlers();
   return cvx::run_app("cvx_train", argc, argv, [](cvx::AppContext& ctx) {
     cvx::GeneralConfig general;
     cvx::TrainRunConfig run;
@@ -27,6 +33,11 @@ int main(int argc, char** argv) {
     if (!cvx::parse_and_configure(ctx, options, general)) return 0;
     run.config_file = options.config_file();
     cvx::open_run_folder(ctx, options, run.train.output_dir);
-    return cvx::run_training(ctx, run);
+    cvx::StopSignalWatch stop_signals;
+    cvx::TrainHooks hooks;
+    hooks.should_stop = [&stop_signals](int64_t step) { return stop_signals.requested(step); };
+    hooks.on_checkpoint.push_back(
+        [&stop_signals](int64_t, const std::filesystem::path&) { stop_signals.report_ignored(); });
+    return cvx::run_training(ctx, run, hooks);
   });
 }

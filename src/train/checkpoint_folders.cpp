@@ -4,6 +4,9 @@
 #include <cctype>
 
 #include "cvx/core/error.h"
+#include "cvx/core/log.h"
+#include "cvx/io/json_file.h"
+#include "cvx/train/checkpoint_manifest.h"
 
 namespace cvx {
 namespace fs = std::filesystem;
@@ -19,6 +22,13 @@ std::optional<int64_t> parse_step(const std::string& name) {
   if (!std::all_of(digits.begin(), digits.end(), [](unsigned char c) { return std::isdigit(c); })) return std::nullopt;
   if (digits.size() > 18) return std::nullopt;
   return std::stoll(digits);
+}
+
+// Throws FormatError naming the damaged file (or an unreadable trainer_state.json).
+void verify(const CheckpointFolder& c) {
+  if (!verify_checkpoint_files(c.path, read_json_file(c.path / kTrainerStateFile)))
+    CVX_WARN << "checkpoint " << c.path.string() << " has no file manifest (written by an older cvx): resuming "
+             << "from it without verifying its files";
 }
 }  // namespace
 
@@ -42,19 +52,40 @@ std::optional<CheckpointFolder> resolve_resume_checkpoint(const std::string& opt
   if (option == "latest") {
     const auto all = list_checkpoints(output_dir);
     if (all.empty()) return std::nullopt;
+    verify(all.back());
     return all.back();
+  }
+  if (option == "latest_valid") {
+    const auto all = list_checkpoints(output_dir);
+    if (all.empty()) return std::nullopt;
+    std::string reasons;
+    for (auto it = all.rbegin(); it != all.rend(); ++it) {
+      try {
+        verify(*it);
+        return *it;
+      } catch (const Error& e) {
+        CVX_WARN << "resume_from_checkpoint = latest_valid: skipping " << it->path.string() << ": " << e.message();
+        reasons += (reasons.empty() ? "" : "; ") + it->path.filename().string() + ": " + e.message();
+      }
+    }
+    CVX_THROW_AS(ConfigError, "[train] resume_from_checkpoint = latest_valid: none of the ", all.size(),
+                 " checkpoints in ", output_dir.string(), " verifies (", reasons,
+                 "); start fresh in another output_dir, or remove them");
   }
   const fs::path path(option);
   CVX_CHECK_AS(ConfigError, fs::is_directory(path), "[train] resume_from_checkpoint = ", option,
                ": no such folder. Give a checkpoint-{step} folder of a run (e.g. ",
-               (output_dir / "checkpoint-200").string(), "), or 'latest' for the newest one in output_dir");
+               (output_dir / "checkpoint-200").string(),
+               "), 'latest' for the newest one in output_dir or 'latest_valid' for the newest one that verifies");
   CVX_CHECK_AS(ConfigError, fs::exists(path / kTrainerStateFile), "[train] resume_from_checkpoint = ", option,
                " is not a complete checkpoint (no ", kTrainerStateFile,
                "): it is incomplete (a crash while saving) or not a cvx checkpoint; use 'latest' or an older one");
   const auto step = parse_step(path.filename().string());
   CVX_CHECK_AS(ConfigError, step.has_value(), "[train] resume_from_checkpoint = ", option,
                ": expected a folder named checkpoint-{step}");
-  return CheckpointFolder{*step, path};
+  const CheckpointFolder folder{*step, path};
+  verify(folder);
+  return folder;
 }
 
 std::vector<fs::path> rotate_checkpoints(const fs::path& output_dir, int64_t limit,

@@ -17,6 +17,7 @@
 #include <optional>
 #include <sstream>
 
+#include "cvx/core/checked_call.h"
 #include "cvx/core/dtype_name.h"
 #include "cvx/core/error.h"
 #include "cvx/core/log.h"
@@ -39,6 +40,7 @@
 #include "cvx/model/vae.h"
 #include "cvx/precompute/precompute_job.h"
 #include "cvx/train/checkpoint_folders.h"
+#include "cvx/train/checkpoint_manifest.h"
 #include "cvx/train/lr_schedule.h"
 #include "cvx/train/memory_plan.h"
 #include "cvx/train/step_flops.h"
@@ -99,6 +101,7 @@ class TrainingJob {
   int run();
 
  private:
+  std::optional<CheckpointFolder> agree_on_resume_checkpoint() const;
   void open_store();
   void build_model();
   void resume();
@@ -146,19 +149,37 @@ class TrainingJob {
   int64_t start_step_ = 0;
   std::optional<CheckpointFolder> resumed_from_;
   std::optional<Validator> validator_;
+  bool stopped_early_ = false;  // should_stop ended the run before total_steps_
   double flops_per_sample_ = 0, peak_tflops_ = 0;
 };
 
 int TrainingJob::run() {
   output_dir_ = t_.output_dir;
-  // A wrong resume path is an error before anything heavy happens.
-  resumed_from_ = resolve_resume_checkpoint(t_.resume_from_checkpoint, output_dir_);
+  // A wrong resume path or a damaged checkpoint is an error before anything heavy happens.
+  resumed_from_ = agree_on_resume_checkpoint();
   open_store();
   build_model();
   resume();
   train();
+  if (stopped_early_) return kExitStoppedToResume;
   export_final();
   return 0;
+}
+
+// Rank 0 resolves and verifies the checkpoint (reading every file once, not once per rank) and the
+// others take its choice, so all resume from the same one; an error on rank 0 aborts the job.
+std::optional<CheckpointFolder> TrainingJob::agree_on_resume_checkpoint() const {
+  std::optional<CheckpointFolder> chosen;
+  if (is_rank0()) chosen = resolve_resume_checkpoint(t_.resume_from_checkpoint, output_dir_);
+  int64_t step = chosen ? chosen->step : -1;
+  std::string path = chosen ? chosen->path.string() : std::string();
+  int length = static_cast<int>(path.size());
+  CVX_MPI(MPI_Bcast(&step, 1, MPI_INT64_T, 0, ctx_.mpi->world));
+  CVX_MPI(MPI_Bcast(&length, 1, MPI_INT, 0, ctx_.mpi->world));
+  path.resize(static_cast<size_t>(length));
+  CVX_MPI(MPI_Bcast(path.data(), length, MPI_CHAR, 0, ctx_.mpi->world));
+  if (step < 0) return std::nullopt;
+  return CheckpointFolder{step, path};
 }
 
 void TrainingJob::open_store() {
@@ -300,8 +321,8 @@ void TrainingJob::resume() {
   torch::manual_seed(static_cast<uint64_t>(t_.seed) + 1000003ull * static_cast<uint64_t>(ctx_.mpi->rank + 1));
 
   if (!resumed_from_) {
-    if (t_.resume_from_checkpoint == "latest")
-      CVX_INFO << "resume_from_checkpoint = latest: no checkpoint yet, starting fresh";
+    if (t_.resume_from_checkpoint == "latest" || t_.resume_from_checkpoint == "latest_valid")
+      CVX_INFO << "resume_from_checkpoint = " << t_.resume_from_checkpoint << ": no checkpoint yet, starting fresh";
     return;
   }
   const fs::path dir = resumed_from_->path;
@@ -458,7 +479,9 @@ void TrainingJob::train() {
     // Not when stopping early: a preempted job should exit quickly.
     if (validator_ && !stop && validator_->due(r.step, total_steps_)) run_validation(r.step);
     if (stop) {
-      CVX_INFO << "stopping after step " << r.step << " as asked; resume with --resume_from_checkpoint latest";
+      CVX_INFO << "stopped after step " << r.step << " of " << total_steps_ << " (checkpoint saved; exit status "
+               << kExitStoppedToResume << "): resume with --train.resume_from_checkpoint latest";
+      stopped_early_ = r.step < total_steps_;
       total_steps_ = r.step;
       break;
     }
@@ -523,8 +546,10 @@ void TrainingJob::save_checkpoint(int64_t step) {
     export_lora(*engine_, model_, staging / "pytorch_lora_weights.safetensors",
                 parse_dtype(t_.export_dtype, "[train] export_dtype"));
   comm_->barrier();  // every rank's files are on disk
+  if (hooks_.before_checkpoint_commit) hooks_.before_checkpoint_commit(step, staging);
   if (is_rank0()) {
     if (fs::exists(output_dir_ / "config.ini")) fs::copy_file(output_dir_ / "config.ini", staging / "config.ini");
+    state["files"] = checkpoint_manifest(staging);                      // what a resume verifies
     write_file_atomically(staging / kTrainerStateFile, state.dump(2));  // last: marks the folder complete
     fsync_directory(staging);
     replace_directory(staging, final_dir);

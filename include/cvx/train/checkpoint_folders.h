@@ -3,7 +3,8 @@
 // trainer_state.json, or a .partial one, is the trace of a crash and never counts).
 //
 //   checkpoint-{step}/
-//     trainer_state.json     step, epoch, sampler position, LR state, world size, RNG seeds (rank 0)
+//     trainer_state.json     step, epoch, sampler position, LR state, world size, RNG seeds (rank 0),
+//                            and "files": every other file with its size and CRC-32C (checkpoint_manifest.h)
 //     rng/rank-{r:05d}.bin   torch's CPU (and CUDA) generator states of rank r
 //     state/                 the engine's sharded trainable state (dist/sharded_state.h)
 //     config.ini             the resolved configuration of the run that wrote it
@@ -30,8 +31,13 @@ std::string checkpoint_folder_name(int64_t step);  // "checkpoint-{step}"
 std::vector<CheckpointFolder> list_checkpoints(const std::filesystem::path& output_dir);
 
 // What resume_from_checkpoint names: "" (start fresh: nullopt), "latest" (the newest complete
-// checkpoint, nullopt when there is none), or a path (which must be a complete checkpoint: a
-// ConfigError naming the path and what is wrong with it otherwise, never a silent fresh start).
+// checkpoint, nullopt when there is none), "latest_valid" (the newest one whose files verify; the
+// skipped ones are logged with the reason; nullopt when there is none at all, a ConfigError when
+// there are some but none verifies), or a path (which must be a complete checkpoint: a ConfigError
+// naming the path and what is wrong with it otherwise, never a silent fresh start).
+// The chosen checkpoint's files are verified against its manifest: a damaged one is a FormatError
+// naming the file (`latest` never falls back silently); one without a manifest (written by an
+// older cvx) is accepted with a warning.
 std::optional<CheckpointFolder> resolve_resume_checkpoint(const std::string& option,
                                                           const std::filesystem::path& output_dir);
 

@@ -72,7 +72,8 @@ struct TrainConfig {
     v("checkpointing_steps", checkpointing_steps, "save a resumable checkpoint every this many optimizer steps");
     v("checkpointing_limit", checkpointing_limit, "keep at most this many checkpoints (oldest removed; 0 = all)");
     v("resume_from_checkpoint", resume_from_checkpoint,
-      "checkpoint folder to resume from, or 'latest' for the newest in output_dir; a missing path is an error");
+      "checkpoint folder to resume from, 'latest' for the newest in output_dir (its files must verify), or "
+      "'latest_valid' for the newest whose files verify; a missing path is an error");
     v.choice("optimizer", optimizer, {"adamw"}, "optimizer (sharded AdamW, torch.optim.AdamW's arithmetic)");
     v.choice("latent_sampling", latent_sampling, {"sample", "mean"},
              "video latents: a fresh draw from the stored VAE posterior every step (sample), or its mean");
