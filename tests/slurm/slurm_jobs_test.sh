@@ -17,10 +17,10 @@ export SLURM_CONF=$CLUSTER/slurm.conf
 export OMP_NUM_THREADS=1  # sbatch passes the environment on; the same threads as the reference run
 export CVX_ROOT=$SRC CVX_BIN=$BUILD CVX_MPIRUN_FLAGS="${mpirun_flags[*]}"
 # Long enough that a time-limit signal (up to ~35 s in: slurmctld checks limits every 30 s) lands
-# mid-run (a step of the tiny model takes ~0.03 s here, more under load); short enough to keep this
-# suite at a few minutes.
-STEPS=${CVX_SLURM_TEST_STEPS:-2000}
-EVERY=(--train.checkpointing_steps 500)
+# mid-run: a step of the tiny model takes ~0.012 s on an idle 2-core machine (2000 steps finished
+# before the signal once), more under load; short enough to keep this suite at a few minutes.
+STEPS=${CVX_SLURM_TEST_STEPS:-5000}
+EVERY=(--train.checkpointing_steps 1000)
 # The test machine has no GPUs and 2 cores: the scripts' cluster geometry is overridden.
 geometry=(--nodes=1 --ntasks-per-node=2 --cpus-per-task=1 --gpus-per-node=0)
 
