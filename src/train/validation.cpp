@@ -1,6 +1,7 @@
 #include "cvx/train/validation.h"
 
 #include <algorithm>
+#include <boost/algorithm/string/trim.hpp>
 #include <cctype>
 #include <chrono>
 #include <cstdio>
@@ -20,12 +21,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string trim(const std::string& s) {
-  const auto first = s.find_first_not_of(" \t\r\n");
-  if (first == std::string::npos) return "";
-  return s.substr(first, s.find_last_not_of(" \t\r\n") - first + 1);
-}
-
 std::string video_name(const ValidationPrompt& p) {
   char index[16];
   std::snprintf(index, sizeof(index), "%03lld", static_cast<long long>(p.index));
@@ -34,9 +29,7 @@ std::string video_name(const ValidationPrompt& p) {
 
 constexpr int64_t kStripGap = 4;  // pixels between the frames of a contact-sheet row
 
-fs::path strip_file(const fs::path& dir, int64_t index) {
-  return dir / (".strip-" + std::to_string(index) + ".png");
-}
+fs::path strip_file(const fs::path& dir, int64_t index) { return dir / (".strip-" + std::to_string(index) + ".png"); }
 
 // The size along one axis that tiled decoding gives for `latent` latent pixels (run_tiled in
 // vae.cpp keeps keep_* pixels of every tile). For the released VAEs it is latent x ratio; for
@@ -53,8 +46,9 @@ void check_tiled_decode(const fs::path& model_path, int64_t height, int64_t widt
   const VAEConfig config = VAEConfig::from_json(read_json_file(file), file.string());
   const int64_t ratio = config.spatial_compression_ratio();
   AutoencoderKLCogVideoX vae(config, ModuleInit::unmaterialized(torch::kFloat32));
-  const std::string fix = "set [validation] vae_tiling = false (the VAE's tiles, half its sample_height x "
-                          "sample_width, are too small for tiled decoding)";
+  const std::string fix =
+      "set [validation] vae_tiling = false (the VAE's tiles, half its sample_height x "
+      "sample_width, are too small for tiled decoding)";
   try {
     vae->enable_tiling();
   } catch (const ConfigError& e) {
@@ -94,7 +88,8 @@ std::vector<std::string> split_list_option(const std::string& text, const std::s
   size_t begin = 0;
   while (true) {
     const size_t end = text.find(separator, begin);
-    const std::string piece = trim(text.substr(begin, end == std::string::npos ? std::string::npos : end - begin));
+    const std::string piece =
+        boost::algorithm::trim_copy(text.substr(begin, end == std::string::npos ? std::string::npos : end - begin));
     CVX_CHECK_AS(ConfigError, !piece.empty(), option, " has an empty entry (#", out.size() + 1,
                  "): entries are separated by ':::', e.g. \"a cat:::a dog\"");
     out.push_back(piece);
@@ -114,7 +109,7 @@ std::vector<ValidationPrompt> load_validation_prompts(const ValidationConfig& co
     for (const auto& [line, text] : read_list_file(prompts_file)) {
       ValidationPrompt p;
       p.index = static_cast<int64_t>(out.size());
-      p.prompt = trim(text);
+      p.prompt = boost::algorithm::trim_copy(text);
       p.where = prompts_file.string() + " line " + std::to_string(line);
       out.push_back(std::move(p));
     }
@@ -127,7 +122,7 @@ std::vector<ValidationPrompt> load_validation_prompts(const ValidationConfig& co
       CVX_CHECK_AS(ConfigError, images.size() == out.size(), images_file.string(), " has ", images.size(),
                    " images but ", prompts_file.string(), " has ", out.size(), " prompts: give one image a prompt");
       for (size_t i = 0; i < images.size(); ++i) {
-        fs::path image = trim(images[i].second);
+        fs::path image = boost::algorithm::trim_copy(images[i].second);
         if (image.is_relative()) image = images_file.parent_path() / image;
         out[i].image = image.lexically_normal();
         CVX_CHECK_AS(ConfigError, fs::exists(out[i].image), "image ", out[i].image.string(), " (", images_file.string(),
@@ -172,7 +167,8 @@ torch::Tensor contact_strip(const torch::Tensor& frames, int64_t height, int64_t
     const int64_t width = std::max<int64_t>(1, picked.size(2) * height / picked.size(1));
     auto x = picked.permute({0, 3, 1, 2}).to(torch::kFloat32);
     x = torch::nn::functional::interpolate(
-        x, torch::nn::functional::InterpolateFuncOptions().size(std::vector<int64_t>{height, width}).mode(torch::kArea));
+        x,
+        torch::nn::functional::InterpolateFuncOptions().size(std::vector<int64_t>{height, width}).mode(torch::kArea));
     picked = x.round().clamp(0, 255).to(torch::kUInt8).permute({0, 2, 3, 1});
   }
   const int64_t h = picked.size(1), w = picked.size(2);
@@ -227,8 +223,7 @@ void Validator::encode_prompts() {
   if (cfg && !negative_embeds_.defined()) negative_embeds_ = dummy_embeds_;
   CVX_INFO << "validation: " << prompts_.size() << " prompt(s), " << mine.size() - (cfg && !mine.empty() ? 1 : 0)
            << " on this rank, encoded in "
-           << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()
-           << " s (T5 freed again)";
+           << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() << " s (T5 freed again)";
 }
 
 bool Validator::due(int64_t step, int64_t total_steps) const {
@@ -302,8 +297,7 @@ ValidationResult Validator::run(int64_t step, CogVideoXTransformer& transformer,
     } else {
       // Joins the round's collectives (the engine's gathers) and discards the result.
       request.prompt_embeds = dummy_embeds_;
-      if (setup_.transformer.is_i2v())
-        request.image = torch::zeros({request.height, request.width, 3}, torch::kUInt8);
+      if (setup_.transformer.is_i2v()) request.image = torch::zeros({request.height, request.width, 3}, torch::kUInt8);
     }
     const auto out = pipeline.generate(request);
     if (!real) continue;
@@ -318,7 +312,7 @@ ValidationResult Validator::run(int64_t step, CogVideoXTransformer& transformer,
   std::string names;
   for (const auto& n : rendered) names += (names.empty() ? "" : ", ") + n;
   CVX_INFO << "validation at step " << step << ": this rank rendered " << rendered.size() << " video(s)"
-            << (names.empty() ? "" : ": " + names);
+           << (names.empty() ? "" : ": " + names);
   release_vae(vae);
   comm.barrier();  // every rank's videos and strips are on disk
 
@@ -334,9 +328,9 @@ ValidationResult Validator::run(int64_t step, CogVideoXTransformer& transformer,
     write_png(result.dir / "contact_sheet.png", stack_strips(strips, kStripGap));
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  CVX_INFO << "validation at step " << step << ": " << num_prompts() << " video(s) on " << world_size_
-           << " rank(s) in " << result.seconds << " s (" << rounds << " round(s) of "
-           << config_.num_inference_steps << " steps) -> " << result.dir.string();
+  CVX_INFO << "validation at step " << step << ": " << num_prompts() << " video(s) on " << world_size_ << " rank(s) in "
+           << result.seconds << " s (" << rounds << " round(s) of " << config_.num_inference_steps << " steps) -> "
+           << result.dir.string();
   return result;
 }
 

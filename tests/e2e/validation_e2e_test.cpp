@@ -60,10 +60,12 @@ TEST(ValidationE2E, PromptsAreSplitOverRanksAndTheTrainingLossesDoNotChange) {
     const auto sheet = cvx::read_image(out / "contact_sheet.png");
     EXPECT_EQ(sheet.size(0), 3 * 48 + 2 * 4);
     EXPECT_EQ(sheet.size(1), 3 * 64 + 2 * 4);
-    EXPECT_EQ(std::distance(fs::directory_iterator(out), fs::directory_iterator()), 4) << "three videos and the contact sheet, no temporary strips left";
+    EXPECT_EQ(std::distance(fs::directory_iterator(out), fs::directory_iterator()), 4)
+        << "three videos and the contact sheet, no temporary strips left";
   }
-  EXPECT_TRUE(contains(run.output, "[r0] validation at step 2: this rank rendered 2 video(s): 000_a_red_ball, "
-                                   "002_a_third_prompt"))
+  EXPECT_TRUE(contains(run.output,
+                       "[r0] validation at step 2: this rank rendered 2 video(s): 000_a_red_ball, "
+                       "002_a_third_prompt"))
       << run.output;
   EXPECT_TRUE(contains(run.output, "[r1] validation at step 2: this rank rendered 1 video(s): 001_a_blue_cube_rolling"))
       << run.output;
@@ -95,8 +97,8 @@ TEST(ValidationE2E, FinalVideosEqualCvxGenerateWithTheExportedLora) {
   // are not compared: x264's output for the same frames was seen to vary between processes.)
   const auto sheet = cvx::read_image(dir / "run" / "validation" / "step-3" / "contact_sheet.png").to(torch::kInt32);
   const auto row = sheet.narrow(0, 48 + 4, 48);
-  const std::vector<std::pair<int64_t, std::string>> picks{{0, "frame_0000.png"}, {1, "frame_0004.png"},
-                                                           {2, "frame_0008.png"}};
+  const std::vector<std::pair<int64_t, std::string>> picks{
+      {0, "frame_0000.png"}, {1, "frame_0004.png"}, {2, "frame_0008.png"}};
   for (const auto& [column, name] : picks) {
     const auto expected = cvx::read_image(dir / "generated_frames" / name).to(torch::kInt32);
     const auto got = row.narrow(1, column * (64 + 4), 64);
@@ -122,9 +124,9 @@ TEST(ValidationE2E, ImageToVideoRendersFromTheValidationImages) {
   const Fixture& f = fixture("5b-i2v");
   const auto dir = cvx::test::scratch_dir("validation_i2v");
   // The dataset format: dir/prompts.txt + dir/images.txt (the fixture's own data folder).
-  const TrainRun run =
-      train(f, 2, dir / "run",
-            "--train.train_steps 1 --train.enable_tiling false" + kValidate + " --validation.dir " + shell_quote(f.data));
+  const TrainRun run = train(
+      f, 2, dir / "run",
+      "--train.train_steps 1 --train.enable_tiling false" + kValidate + " --validation.dir " + shell_quote(f.data));
   ASSERT_EQ(run.rc, 0) << run.output;
   size_t num_videos = 0;
   for (const auto& e : fs::directory_iterator(dir / "run" / "validation" / "step-1"))
@@ -148,8 +150,9 @@ TEST(ValidationE2E, BadValidationSettingsFailBeforeTrainingNamingTheOptionAndThe
       {&t2v, "--validation.enabled true --validation.dir " + shell_quote(dir / "empty"), "has no prompts.txt"},
       {&t2v, "--validation.enabled true --validation.prompts a --validation.images x.png", "text-to-video"},
       {&i2v, "--train.enable_tiling false --validation.enabled true --validation.prompts a", "needs images"},
-      {&i2v, "--train.enable_tiling false --validation.enabled true --validation.prompts 'a:::b' --validation.images " +
-                 shell_quote(dir / "missing.png"),
+      {&i2v,
+       "--train.enable_tiling false --validation.enabled true --validation.prompts 'a:::b' --validation.images " +
+           shell_quote(dir / "missing.png"),
        "images has 1 entries but prompts has 2"},
       // Tiled decoding with the tiny VAE's tiles would give frames of another size.
       {&t2v, "--validation.enabled true --validation.prompts a", "vae_tiling = false"},

@@ -23,8 +23,9 @@ TEST(ValidationPrompts, SlugIsLowercaseAsciiWordsJoinedByUnderscores) {
 TEST(ValidationPrompts, ListOptionSplitsAtTripleColonsAndRefusesEmptyEntries) {
   EXPECT_EQ(cvx::split_list_option("a cat ::: a dog:::x", "opt"), (std::vector<std::string>{"a cat", "a dog", "x"}));
   EXPECT_EQ(cvx::split_list_option("one: two", "opt"), std::vector<std::string>{"one: two"});
-  EXPECT_NE(error_text([] { cvx::split_list_option("a:::  :::b", "[validation] prompts"); })
-                .find("[validation] prompts has an empty entry (#2)"),
+  EXPECT_NE(error_text([] {
+              cvx::split_list_option("a:::  :::b", "[validation] prompts");
+            }).find("[validation] prompts has an empty entry (#2)"),
             std::string::npos);
 }
 
@@ -89,7 +90,9 @@ TEST(ContactSheet, StripsStackWithWhiteRowsBetween) {
   ASSERT_EQ(sheet.sizes(), (std::vector<int64_t>{4 + 3 + 4, 10, 3}));
   EXPECT_EQ(sheet[5][0][0].item<int>(), 255);
   EXPECT_EQ(sheet[7][0][0].item<int>(), 1);
-  EXPECT_NE(error_text([&] { cvx::stack_strips({a, torch::zeros({5, 10, 3}, torch::kUInt8)}, 3); }).find("differ"),
+  EXPECT_NE(error_text([&] {
+              cvx::stack_strips({a, torch::zeros({5, 10, 3}, torch::kUInt8)}, 3);
+            }).find("differ"),
             std::string::npos);
 }
 
