@@ -12,6 +12,7 @@ PACKAGES=(
   libboost-log-dev libboost-program-options-dev
   libsentencepiece-dev sentencepiece
   nlohmann-json3-dev
+  libprotobuf-dev protobuf-compiler python3-protobuf python3-matplotlib
   libgtest-dev googletest
 )
 

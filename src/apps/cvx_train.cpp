@@ -1,4 +1,6 @@
 // cvx_train: fine-tune a CogVideoX transformer (LoRA or full) on a precomputed latent store.
+#include <optional>
+
 #include "cvx/app/app.h"
 #include "cvx/app/general_config.h"
 #include "cvx/app/program_sections.h"
@@ -7,6 +9,7 @@
 #include "cvx/dist/parallel_config.h"
 #include "cvx/model/lora_config.h"
 #include "cvx/model/model_config.h"
+#include "cvx/train/metrics_plotter.h"
 #include "cvx/train/train_config.h"
 #include "cvx/train/trainer.h"
 
@@ -27,6 +30,13 @@ int main(int argc, char** argv) {
     if (!cvx::parse_and_configure(ctx, options, general)) return 0;
     run.config_file = options.config_file();
     cvx::open_run_folder(ctx, options, run.train.output_dir);
-    return cvx::run_training(ctx, run);
+    cvx::TrainHooks hooks;
+    // Rank 0 redraws loss.png after each checkpoint; the plotter's end waits for the last plot.
+    std::optional<cvx::MetricsPlotter> plotter;
+    if (ctx.mpi->rank == 0 && run.train.plot_metrics && !run.train.dry_run) {
+      plotter.emplace(run.train.output_dir);
+      hooks.on_checkpoint.push_back([&plotter](int64_t, const std::filesystem::path&) { plotter->request(); });
+    }
+    return cvx::run_training(ctx, run, hooks);
   });
 }
