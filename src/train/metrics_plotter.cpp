@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -96,10 +97,15 @@ void MetricsPlotter::reap(bool wait) {
   if (done < 0) return;  // reaped elsewhere: nothing to report
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return;
   // One warning, then no more tries: what failed once (no interpreter, no matplotlib) fails again.
+  const fs::path log_file = output_dir_ / "plot_metrics.log";
+  std::string last_line, line;
+  std::ifstream in(log_file);
+  while (std::getline(in, line))
+    if (!line.empty()) last_line = line;
   CVX_WARN << "no loss plots: " << python_ << " " << script_.string() << " failed ("
            << (WIFEXITED(status) ? "exit " + std::to_string(WEXITSTATUS(status)) : std::string("killed by a signal"))
-           << "; see " << (output_dir_ / "plot_metrics.log").string()
-           << "; needs python3-matplotlib). Training goes on without plots.";
+           << (last_line.empty() ? std::string() : ": " + last_line) << "; see " << log_file.string()
+           << "). Training goes on without plots.";
   disabled_ = true;
   pending_ = false;
 }
