@@ -7,6 +7,20 @@ find_package(nlohmann_json 3.9 REQUIRED)
 find_package(Threads REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(LIBAV REQUIRED IMPORTED_TARGET libavformat libavcodec libavutil libswscale)
+# TensorBoard event files: the system protobuf, the one libtorch itself links (Debian:
+# libprotobuf-dev protobuf-compiler). cvx uses its lite runtime only (proto/tensorboard_event.proto).
+find_package(Protobuf REQUIRED)
+if(NOT TARGET protobuf::libprotobuf-lite OR NOT Protobuf_PROTOC_EXECUTABLE)
+  message(FATAL_ERROR "cvx needs protobuf's lite library and protoc for TensorBoard event files "
+    "(Debian/Ubuntu: apt install libprotobuf-dev protobuf-compiler).")
+endif()
+# The interpreter of tools/plot_metrics and tools/read_tfevents.py: /usr/bin/python3 first (HINTS
+# come before PATH), the one apt's python3-matplotlib and python3-protobuf belong to; a pyenv or
+# conda python3 earlier on PATH usually lacks them. -DCVX_PYTHON3=... overrides.
+find_program(CVX_PYTHON3 NAMES python3 HINTS /usr/bin)
+if(NOT CVX_PYTHON3)
+  set(CVX_PYTHON3 python3)
+endif()
 # sentencepiece (T5 tokenizer): linked only into the cvx_spm module, never into cvx itself.
 find_path(SENTENCEPIECE_INCLUDE_DIR sentencepiece_processor.h)
 find_library(SENTENCEPIECE_LIBRARY sentencepiece)
@@ -72,7 +86,7 @@ add_library(cvx_deps INTERFACE)
 target_link_libraries(cvx_deps INTERFACE
   ${TORCH_LIBRARIES} MPI::MPI_C
   Boost::log Boost::log_setup Boost::program_options
-  nlohmann_json::nlohmann_json PkgConfig::LIBAV Threads::Threads
+  nlohmann_json::nlohmann_json PkgConfig::LIBAV Threads::Threads protobuf::libprotobuf-lite
   ${HDF5_C_LIBRARIES})
 target_include_directories(cvx_deps SYSTEM INTERFACE ${HDF5_C_INCLUDE_DIRS})
 target_compile_definitions(cvx_deps INTERFACE BOOST_LOG_DYN_LINK ${HDF5_C_DEFINITIONS})

@@ -34,6 +34,20 @@ std::filesystem::path scratch_dir(const std::string& name) {
 
 std::filesystem::path built_program(const std::string& name) { return std::filesystem::path(CVX_BINARY_DIR) / name; }
 
+std::optional<nlohmann::json> read_tfevents(const std::vector<std::filesystem::path>& files, std::string* output) {
+  std::string command = std::string(CVX_PYTHON3) + " " +
+                        shell_quote(std::filesystem::path(CVX_SOURCE_DIR) / "tools" / "read_tfevents.py");
+  for (const auto& f : files) command += " " + shell_quote(f);
+  std::string text;
+  const int rc = run_command(command, &text);
+  if (output != nullptr) *output = text;
+  if (rc != 0) return std::nullopt;
+  const auto json = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  EXPECT_FALSE(json.is_discarded()) << "read_tfevents.py printed no JSON:\n" << text;
+  if (json.is_discarded()) return std::nullopt;
+  return json;
+}
+
 int run_command(const std::string& command, std::string* output) {
   const std::string full = command + " 2>&1";
   FILE* pipe = popen(full.c_str(), "r");

@@ -1,8 +1,10 @@
 // Helpers shared by the test suites.
 #pragma once
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "cvx/core/error.h"
 
@@ -44,5 +46,11 @@ std::filesystem::path make_video(const std::filesystem::path& dir, const std::st
 // counter-clockwise, as players and ffmpeg's autorotation do).
 std::filesystem::path make_rotated_copy(const std::filesystem::path& video, const std::filesystem::path& dir,
                                         const std::string& name);
+
+// tools/read_tfevents.py over `files` (every record's CRCs checked, each Event parsed with
+// python3-protobuf): its JSON ({"files", "scalars": [{step, tag, value}], "images"}), or a test
+// failure and nullopt when it exits non-zero (*output gets what it printed).
+std::optional<nlohmann::json> read_tfevents(const std::vector<std::filesystem::path>& files,
+                                            std::string* output = nullptr);
 
 }  // namespace cvx::test

@@ -4,8 +4,9 @@
 #
 # The stages: a tiny random model folder (cvx_make_tiny) and synthetic FFmpeg videos; the latent
 # precompute into one HDF5 store on 2 ranks (cvx_precompute); LoRA training on 2 ranks with the
-# sharded engine (cvx_train: checkpoints, then a second run that resumes from the latest one and
-# continues); cvx_generate rendering the prompts with the trained LoRA into mp4s.
+# sharded engine (cvx_train: checkpoints, validation videos split over the ranks, TensorBoard event
+# files and loss.png, then a second run that resumes from the latest one and continues);
+# cvx_generate rendering the prompts with the trained LoRA into mp4s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install_deps.sh
@@ -30,5 +31,7 @@ mpirun "${mpirun_flags[@]}" -np 2 "$build/cvx_train" --config configs/tiny.ini -
 mpirun "${mpirun_flags[@]}" -np 2 "$build/cvx_generate" --model_path demo/tiny-model --prompt_file demo/data/prompts.txt \
   --lora_path demo/run/pytorch_lora_weights.safetensors \
   --height 64 --width 96 --num_frames 9 --num_inference_steps 4 --dtype fp32 --output demo/videos/sample.mp4
+ls demo/run/validation/*/contact_sheet.png demo/run/tensorboard/events.out.tfevents.* demo/run/loss.png
 echo "demo: tiny model demo/tiny-model; store demo/store.h5; run folder demo/run (config.ini, log.txt,"
-echo "      metrics.jsonl, checkpoint-*/, pytorch_lora_weights.safetensors); videos with the LoRA demo/videos/"
+echo "      metrics.jsonl, checkpoint-*/, validation/step-*/ (mp4s + contact_sheet.png), tensorboard/,"
+echo "      loss.png, pytorch_lora_weights.safetensors); videos with the LoRA demo/videos/"

@@ -12,6 +12,7 @@ PACKAGES=(
   libboost-log-dev libboost-program-options-dev
   libsentencepiece-dev sentencepiece
   nlohmann-json3-dev
+  libprotobuf-dev protobuf-compiler python3-protobuf python3-matplotlib
   libgtest-dev googletest
   slurm-wlm munge  # the slurm-labelled tests start a one-node Slurm (tests/slurm/slurm_cluster.sh)
 )

@@ -1,6 +1,8 @@
 // cvx_train: fine-tune a CogVideoX transformer (LoRA or full) on a precomputed latent store.
 // SIGUSR1 or SIGTERM: every rank finishes its step, a checkpoint is saved, exit status 75
 // (cvx::kExitStoppedToResume) tells the batch script to requeue the job.
+#include <optional>
+
 #include "cvx/app/app.h"
 #include "cvx/app/general_config.h"
 #include "cvx/app/program_sections.h"
@@ -10,6 +12,7 @@
 #include "cvx/dist/parallel_config.h"
 #include "cvx/model/lora_config.h"
 #include "cvx/model/model_config.h"
+#include "cvx/train/metrics_plotter.h"
 #include "cvx/train/train_config.h"
 #include "cvx/train/trainer.h"
 
@@ -38,6 +41,12 @@ int main(int argc, char** argv) {
     hooks.should_stop = [&stop_signals](int64_t step) { return stop_signals.requested(step); };
     hooks.on_checkpoint.push_back(
         [&stop_signals](int64_t, const std::filesystem::path&) { stop_signals.report_ignored(); });
+    // Rank 0 redraws loss.png after each checkpoint; the plotter's end waits for the last plot.
+    std::optional<cvx::MetricsPlotter> plotter;
+    if (ctx.mpi->rank == 0 && run.train.plot_metrics && !run.train.dry_run) {
+      plotter.emplace(run.train.output_dir);
+      hooks.on_checkpoint.push_back([&plotter](int64_t, const std::filesystem::path&) { plotter->request(); });
+    }
     return cvx::run_training(ctx, run, hooks);
   });
 }

@@ -10,6 +10,10 @@
 #include <boost/log/utility/setup/common_attributes.hpp>
 #include <boost/smart_ptr/make_shared_object.hpp>
 
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -24,6 +28,7 @@ namespace expr = boost::log::expressions;
 using TextSink = bl::sinks::synchronous_sink<bl::sinks::text_ostream_backend>;
 
 BOOST_LOG_ATTRIBUTE_KEYWORD(severity_kw, "Severity", Level)
+constexpr const char* kFileOnly = "FileOnly";
 
 struct State {
   std::mutex mutex;
@@ -31,6 +36,7 @@ struct State {
   boost::shared_ptr<TextSink> console;
   std::vector<boost::shared_ptr<TextSink>> files;
   bool initialised = false;
+  std::atomic<bool> status_shown{false};  // a status line is on the console, without newline
 };
 State& state() {
   static State s;
@@ -50,6 +56,12 @@ void format_record(const bl::record_view& rec, bl::formatting_ostream& out) {
   const Level lv = level ? *level : Level::info;
   if (lv != Level::info) out << level_name(lv) << ": ";
   out << rec[expr::smessage];
+}
+
+// The console's records first erase a status line (show_status) standing on the last line.
+void format_console_record(const bl::record_view& rec, bl::formatting_ostream& out) {
+  if (state().status_shown.exchange(false)) out << "\r\033[K";
+  format_record(rec, out);
 }
 }  // namespace
 
@@ -93,13 +105,13 @@ void init(const LogSettings& settings) {
   backend->add_stream(boost::shared_ptr<std::ostream>(&std::cout, boost::null_deleter()));
   backend->auto_flush(true);
   s.console = boost::make_shared<TextSink>(backend);
-  s.console->set_formatter(&format_record);
+  s.console->set_formatter(&format_console_record);
   const Level min_level = settings.level;
   if (settings.all_ranks || settings.rank == 0) {
-    s.console->set_filter(severity_kw >= min_level);
+    s.console->set_filter(severity_kw >= min_level && !expr::has_attr<bool>(kFileOnly));
   } else {
     // Other ranks stay quiet on the console except for errors: a failing rank must say why.
-    s.console->set_filter(severity_kw >= Level::error);
+    s.console->set_filter(severity_kw >= Level::error && !expr::has_attr<bool>(kFileOnly));
   }
   core->add_sink(s.console);
 }
@@ -130,5 +142,30 @@ void add_run_folder(const std::filesystem::path& dir) {
 }
 
 void flush() { bl::core::get()->flush(); }
+
+bool console_is_interactive() {
+  const char* term = std::getenv("TERM");
+  return isatty(STDOUT_FILENO) == 1 && isatty(STDERR_FILENO) == 1 && !(term != nullptr && std::string(term) == "dumb");
+}
+
+void show_status(const std::string& line) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  if (!s.console) return;
+  // Holding the console backend serialises the line with records being written.
+  auto backend = s.console->locked_backend();
+  std::cout << '\r' << line << "\033[K" << std::flush;
+  s.status_shown = true;
+}
+
+Logger& file_only_logger() {
+  static Logger instance;
+  static const bool tagged = [] {
+    instance.add_attribute(kFileOnly, bl::attributes::constant<bool>(true));
+    return true;
+  }();
+  (void)tagged;
+  return instance;
+}
 
 }  // namespace cvx::log

@@ -26,10 +26,9 @@ torch::Tensor read_image(const std::filesystem::path& file) {
   return av::frame_to_rgb(*frame, sws, file);  // [H, W, 3]
 }
 
-void write_png(const std::filesystem::path& file, const torch::Tensor& image_in) {
+std::string encode_png(const torch::Tensor& image_in) {
   CVX_CHECK_AS(ConfigError, image_in.dim() == 3 && image_in.size(2) == 3 && image_in.scalar_type() == torch::kUInt8,
-               "write_png(", file.string(), "): expected [H, W, 3] uint8, got ", image_in.sizes(), " ",
-               image_in.scalar_type());
+               "encode_png: expected an [H, W, 3] uint8 image, got ", image_in.sizes(), " ", image_in.scalar_type());
   const auto image = image_in.cpu().contiguous();
   const AVCodec* codec = avcodec_find_encoder(AV_CODEC_ID_PNG);
   CVX_CHECK_AS(SystemError, codec != nullptr, "FFmpeg has no PNG encoder");
@@ -54,8 +53,16 @@ void write_png(const std::filesystem::path& file, const torch::Tensor& image_in)
     bytes.append(reinterpret_cast<const char*>(packet->data), packet->size);
     av_packet_unref(packet.get());
   }
-  CVX_CHECK_AS(SystemError, !bytes.empty(), "PNG encoding of ", file.string(), " produced no data");
-  write_file_atomically(file, bytes);
+  CVX_CHECK_AS(SystemError, !bytes.empty(), "PNG encoding of a ", enc->width, "x", enc->height,
+               " image produced no data");
+  return bytes;
+}
+
+void write_png(const std::filesystem::path& file, const torch::Tensor& image) {
+  CVX_CHECK_AS(ConfigError, image.dim() == 3 && image.size(2) == 3 && image.scalar_type() == torch::kUInt8,
+               "write_png(", file.string(), "): expected [H, W, 3] uint8, got ", image.sizes(), " ",
+               image.scalar_type());
+  write_file_atomically(file, encode_png(image));
 }
 
 }  // namespace cvx

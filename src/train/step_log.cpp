@@ -7,6 +7,7 @@
 
 #include "cvx/core/error.h"
 #include "cvx/core/format_bytes.h"
+#include "cvx/core/log.h"
 #include "cvx/io/atomic_file.h"
 
 namespace cvx {
@@ -52,6 +53,26 @@ std::string format_step_line(const StepReport& r) {
      << (r.mfu < 0 ? std::string("n/a") : printf_string("%.1f%%", 100.0 * r.mfu)) << " | ETA "
      << format_duration(r.eta_seconds);
   return os.str();
+}
+
+std::string format_progress_line(const StepReport& r) {
+  const double percent =
+      r.total_steps > 0 ? 100.0 * static_cast<double>(r.step) / static_cast<double>(r.total_steps) : 0.0;
+  std::ostringstream os;
+  os << "step " << r.step << "/" << r.total_steps << " (" << printf_string("%.1f%%", percent) << ") | loss "
+     << printf_string("%.4f", r.loss) << " | " << printf_string("%.2f", r.step_seconds) << " s/step | ETA "
+     << format_duration(r.eta_seconds);
+  return os.str();
+}
+
+void log_step(const StepReport& r) {
+  static const bool interactive = log::console_is_interactive();
+  if (interactive) {
+    CVX_INFO_FILE_ONLY << format_step_line(r);
+    log::show_status(format_progress_line(r));
+  } else {
+    CVX_INFO << format_step_line(r);
+  }
 }
 
 nlohmann::json step_json(const StepReport& r) {

@@ -44,6 +44,7 @@
 #include "cvx/train/lr_schedule.h"
 #include "cvx/train/memory_plan.h"
 #include "cvx/train/step_flops.h"
+#include "cvx/train/tensorboard_writer.h"
 #include "cvx/train/training_export.h"
 #include "cvx/train/training_loss.h"
 #include "cvx/train/validation.h"
@@ -151,6 +152,8 @@ class TrainingJob {
   std::optional<Validator> validator_;
   bool stopped_early_ = false;  // should_stop ended the run before total_steps_
   double flops_per_sample_ = 0, peak_tflops_ = 0;
+  // Rank 0's TensorBoard event file, opened by train(): step scalars, and validation's images.
+  std::optional<TensorBoardWriter> tensorboard_;
 };
 
 int TrainingJob::run() {
@@ -412,7 +415,10 @@ void TrainingJob::train() {
   prefetcher_ = std::make_unique<BatchPrefetcher>(*reader_, read_options_, static_cast<int>(t_.prefetch_batches));
   for (int64_t i = 0; i < std::max<int64_t>(1, t_.prefetch_batches); ++i) enqueue_next_batch();
   std::optional<MetricsLog> metrics;
-  if (is_rank0()) metrics.emplace(output_dir_ / "metrics.jsonl", start_step_);
+  if (is_rank0()) {
+    metrics.emplace(output_dir_ / "metrics.jsonl", start_step_);
+    tensorboard_.emplace(output_dir_ / "tensorboard");
+  }
   const int64_t global_batch = t_.batch_size * t_.gradient_accumulation_steps * world;
   const double tokens_per_sample = static_cast<double>(video_tokens(tc_, geometry_) + geometry_.text_tokens);
   CVX_INFO << "training: steps " << start_step_ << " -> " << total_steps_ << ", global batch " << global_batch << " ("
@@ -463,8 +469,9 @@ void TrainingJob::train() {
     r.eta_seconds =
         seconds_since(run_start) / static_cast<double>(steps_this_run) * static_cast<double>(total_steps_ - step - 1);
     if (is_rank0()) {
-      CVX_INFO << format_step_line(r);
+      log_step(r);
       metrics->write(r);
+      add_step_scalars(*tensorboard_, r);
     }
     for (const auto& hook : hooks_.on_step) hook(r);
 
@@ -513,6 +520,11 @@ void TrainingJob::run_validation(int64_t step) {
   const ValidationResult result = validator_->run(step, model_, *comm_);
   model_->train();
   rng.replay();
+  if (tensorboard_) {
+    for (const auto& [tag, frame] : result.first_frames) tensorboard_->add_image(tag, step, frame);
+    tensorboard_->add_scalar("validation/seconds", step, result.seconds);
+    tensorboard_->flush();
+  }
 }
 
 void TrainingJob::save_checkpoint(int64_t step) {

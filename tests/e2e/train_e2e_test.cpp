@@ -8,6 +8,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <set>
 
 #include "cvx/dist/fake_communicator.h"
 #include "cvx/dist/fsdp_engine.h"
@@ -89,6 +90,56 @@ TEST(TrainE2E, LoraOverfitOfTwoSamplesLowersTheLossAndWritesCheckpointsAndTheExp
   const std::string pa((std::istreambuf_iterator<char>(a)), {}), pb((std::istreambuf_iterator<char>(b)), {});
   ASSERT_FALSE(pa.empty());
   EXPECT_NE(pa, pb) << "the trained LoRA changes the generated frames";
+}
+
+// What a person watches a run with: TensorBoard's event file carries metrics.jsonl's losses (as the
+// float32 TensorBoard stores), loss.png is drawn after the checkpoints, and the log has one plain
+// line per step (mpirun's output is no terminal).
+TEST(TrainE2E, RunFolderHasTensorBoardEventsWithTheMetricsLossesAndALossPlot) {
+  const Fixture& f = fixture("5b");
+  const auto dir = cvx::test::scratch_dir("train_monitoring") / "run";
+  const TrainRun r = train(f, 2, dir, "--train.train_steps 3 --train.checkpointing_steps 2 --train.plot_metrics true");
+  ASSERT_EQ(r.rc, 0) << r.output;
+  ASSERT_EQ(r.metrics.size(), 3u);
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(dir / "tensorboard")) files.push_back(e.path());
+  ASSERT_EQ(files.size(), 1u) << "one event file, written by rank 0 only";
+  EXPECT_EQ(files[0].filename().string().rfind("events.out.tfevents.", 0), 0u) << files[0];
+  std::string output;
+  const auto events = cvx::test::read_tfevents(files, &output);
+  ASSERT_TRUE(events) << output;
+  std::vector<int64_t> steps;
+  std::vector<float> losses;
+  std::set<std::string> tags;
+  for (const auto& s : (*events)["scalars"]) {
+    tags.insert(s["tag"].get<std::string>());
+    if (s["tag"] != "train/loss") continue;
+    steps.push_back(s["step"].get<int64_t>());
+    losses.push_back(static_cast<float>(s["value"].get<double>()));
+  }
+  ASSERT_EQ(steps, (std::vector<int64_t>{1, 2, 3}));
+  for (size_t i = 0; i < 3; ++i)
+    EXPECT_EQ(losses[i], static_cast<float>(r.metrics[i]["loss"].get<double>())) << "step " << i + 1;
+  for (const char* tag : {"train/lr", "train/grad_norm", "perf/step_seconds", "perf/data_wait_seconds",
+                          "perf/tokens_per_second", "perf/tflops", "memory/peak_gib"})
+    EXPECT_TRUE(tags.count(tag)) << tag;
+
+  std::ifstream log_file(dir / "log.txt");
+  const std::string log((std::istreambuf_iterator<char>(log_file)), {});
+  for (const std::string* text : {&log, &r.output}) {
+    EXPECT_EQ(text->find('\r'), std::string::npos) << "no progress line outside a terminal";
+    EXPECT_NE(text->find("step 3/3 | epoch"), std::string::npos) << "the fixed-field step line";
+  }
+
+  if (run_command(std::string(CVX_PYTHON3) + " -c 'import matplotlib'") != 0)
+    GTEST_SKIP() << CVX_PYTHON3 << " has no matplotlib (apt install python3-matplotlib): loss.png not checked";
+  std::ifstream png(dir / "loss.png", std::ios::binary);
+  std::string magic(8, '\0');
+  png.read(magic.data(), 8);
+  std::ifstream plot_log(dir / "plot_metrics.log");
+  EXPECT_EQ(magic, std::string("\x89PNG\r\n\x1a\n", 8)) << "loss.png after the checkpoints; plot_metrics.log:\n"
+                                                        << std::string((std::istreambuf_iterator<char>(plot_log)), {});
+  EXPECT_EQ(r.output.find("no loss plots"), std::string::npos) << r.output;
 }
 
 TEST(TrainE2E, StoppedAndResumedRunReproducesTheUninterruptedLossCurveBitwise) {

@@ -25,6 +25,8 @@ std::string base_config(const Fixture& f) {
       << (f.i2v ? "image_column = images.txt\n" : "") << "train_resolution = 9x48x64\nstore = " << f.store.string()
       << "\n\n[precompute]\nlatent_dtype = fp32\nembedding_dtype = fp32\n\n[train]\nmixed_precision = no\n"
       << "learning_rate = 1e-3\nlr_scheduler = constant\nlr_warmup_steps = 0\ncheckpointing_steps = 1000\n"
+      // No loss plot (a python3 process per checkpoint) except where a test asks for it.
+      << "plot_metrics = false\n"
       << "\n[lora]\nrank = 4\nalpha = 4\n";
   return ini.str();
 }

@@ -70,6 +70,22 @@ TEST(ValidationE2E, PromptsAreSplitOverRanksAndTheTrainingLossesDoNotChange) {
   EXPECT_TRUE(contains(run.output, "[r1] validation at step 2: this rank rendered 1 video(s): 001_a_blue_cube_rolling"))
       << run.output;
   EXPECT_TRUE(contains(run.output, "validation at step 4: 3 video(s) on 2 rank(s) in ")) << "the log says how long";
+  // TensorBoard holds each video's first frame per validation step, as PNG at the sheet's size.
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(dir / "run" / "tensorboard")) files.push_back(e.path());
+  std::string output;
+  const auto events = cvx::test::read_tfevents(files, &output);
+  ASSERT_TRUE(events) << output;
+  std::vector<std::pair<int64_t, std::string>> images;
+  for (const auto& image : (*events)["images"]) {
+    images.emplace_back(image["step"].get<int64_t>(), image["tag"].get<std::string>());
+    EXPECT_EQ(image["width"].get<int64_t>(), 64);
+    EXPECT_EQ(image["height"].get<int64_t>(), 48);
+  }
+  std::vector<std::pair<int64_t, std::string>> expected;
+  for (int64_t step : {2, 4})
+    for (const auto& name : names) expected.emplace_back(step, "validation/" + name);
+  EXPECT_EQ(images, expected);
   EXPECT_TRUE(contains(run.output, "T5 freed again"));
 }
 

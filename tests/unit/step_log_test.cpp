@@ -1,4 +1,5 @@
-// The step line, metrics.jsonl (a resumed run keeps one curve) and the FLOP count of a step.
+// The step line, the console's progress line, metrics.jsonl (a resumed run keeps one curve) and the FLOP count of a
+// step.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -22,6 +23,18 @@ TEST(StepLog, LineHasEveryFixedField) {
     EXPECT_NE(line.find(field), std::string::npos) << field << " in " << line;
   r.mfu = -1;
   EXPECT_NE(format_step_line(r).find("MFU n/a"), std::string::npos);
+}
+
+TEST(StepLog, ProgressLineShowsStepPercentLossSpeedAndEtaOnOneLine) {
+  StepReport r;
+  r.step = 12;
+  r.total_steps = 400;
+  r.loss = 0.123456;
+  r.step_seconds = 3.214;
+  r.eta_seconds = 1231;
+  EXPECT_EQ(format_progress_line(r), "step 12/400 (3.0%) | loss 0.1235 | 3.21 s/step | ETA 20m31s");
+  r.total_steps = 0;  // unknown total: no division by zero
+  EXPECT_NE(format_progress_line(r).find("(0.0%)"), std::string::npos);
 }
 
 TEST(StepLog, MetricsOfAResumedRunDropTheLinesAfterTheCheckpoint) {

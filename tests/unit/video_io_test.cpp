@@ -71,3 +71,14 @@ TEST(ImageIo, PngRoundTripsExactly) {
   std::ofstream(dir / "broken.png") << "not a png";
   EXPECT_THROW(cvx::read_image(dir / "broken.png"), cvx::Error);
 }
+
+TEST(ImageIo, EncodePngGivesThePngThatWritePngWrites) {
+  const auto dir = cvx::test::scratch_dir("encode_png");
+  const auto image = torch::randint(0, 256, {5, 7, 3}, torch::kUInt8);
+  const std::string png = cvx::encode_png(image);
+  ASSERT_GT(png.size(), 8u);
+  EXPECT_EQ(png.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+  cvx::write_png(dir / "a.png", image);
+  std::ifstream in(dir / "a.png", std::ios::binary);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), png);
+}

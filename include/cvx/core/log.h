@@ -29,8 +29,18 @@ void init(const LogSettings& settings);
 void add_run_folder(const std::filesystem::path& dir);
 void flush();
 
+// True when stdout and stderr are both terminals: a person watches the console. Under mpirun a
+// rank's stdout is a pseudo-terminal even when mpirun's own output goes to a pipe or a file, but its
+// stderr is not, so mpirun jobs, Slurm, pipes and tests all count as not interactive.
+bool console_is_interactive();
+// One line at the bottom of the console, redrawn in place (`\r`): the next show_status replaces it,
+// the next console record erases it first. Console only: log files never see it.
+void show_status(const std::string& line);
+
 using Logger = boost::log::sources::severity_logger_mt<Level>;
 Logger& logger();
+// Records that go to the log files but not to the console (where a status line shows them).
+Logger& file_only_logger();
 
 }  // namespace cvx::log
 
@@ -40,3 +50,4 @@ Logger& logger();
 #define CVX_INFO CVX_LOG(info)
 #define CVX_WARN CVX_LOG(warning)
 #define CVX_ERROR CVX_LOG(error)
+#define CVX_INFO_FILE_ONLY BOOST_LOG_SEV(::cvx::log::file_only_logger(), ::cvx::log::Level::info)

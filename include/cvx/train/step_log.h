@@ -33,6 +33,13 @@ struct StepReport {
 //  mem 1.2 GiB | 0.62 samples/s | 11.0k tokens/s | 2.1 TFLOP/s | MFU 0.2% | ETA 20m31s"
 std::string format_step_line(const StepReport& report);
 nlohmann::json step_json(const StepReport& report);
+// The console's updating line on an interactive terminal:
+// "step 12/400 (3.0%) | loss 0.1234 | 3.21 s/step | ETA 20m31s"
+std::string format_progress_line(const StepReport& report);
+// Rank 0's report of a step in the log: where a person watches the console (console_is_interactive)
+// the fixed-field line goes to the log files only and the console shows format_progress_line in
+// place; elsewhere (mpirun, Slurm, pipes) the fixed-field line goes everywhere, once per step.
+void log_step(const StepReport& report);
 // "1h02m03s", "20m31s", "12s".
 std::string format_duration(double seconds);
 

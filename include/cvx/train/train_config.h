@@ -44,6 +44,7 @@ struct TrainConfig {
   double peak_tflops = 0;  // 0: the device's bf16 dense peak when known (MFU), else no MFU
   std::string export_dtype = "bf16";
   std::string export_pipeline;
+  bool plot_metrics = true;
 
   template <class V>
   void visit(V& v) {
@@ -102,6 +103,9 @@ struct TrainConfig {
     v("export_pipeline", export_pipeline,
       "also write a complete diffusers pipeline folder here: the trained transformer beside links to the base "
       "model's other components");
+    v("plot_metrics", plot_metrics,
+      "after each checkpoint, redraw output_dir/loss.png (loss, lr, grad norm, throughput) from metrics.jsonl "
+      "with tools/plot_metrics in a background python3 process (needs python3-matplotlib; a failure only warns)");
   }
   void validate() const {
     CVX_CHECK_AS(ConfigError, !output_dir.empty(), "output_dir must not be empty");
