@@ -25,6 +25,7 @@ const char* CommStats::kind_name(int kind) {
     case reduce_scatter: return "reduce_scatter";
     case all_reduce: return "all_reduce";
     case broadcast: return "broadcast";
+    case all_to_all: return "all_to_all";
     default: return "?";
   }
 }
@@ -39,7 +40,8 @@ void Communicator::count(CommStats::Kind kind, uint64_t bytes) {
     case CommStats::all_gather:
     case CommStats::reduce_scatter: stats_.bytes[kind] += bytes * (n - 1) / n; break;
     case CommStats::all_reduce: stats_.bytes[kind] += 2 * bytes * (n - 1) / n; break;
-    case CommStats::broadcast: stats_.bytes[kind] += bytes; break;
+    case CommStats::broadcast:
+    case CommStats::all_to_all: stats_.bytes[kind] += bytes; break;
     case CommStats::num_kinds: break;
   }
 }
@@ -88,6 +90,40 @@ void Communicator::check_reduce_op(const char* collective, const torch::Tensor& 
 void Communicator::check_root(const char* collective, int root) const {
   CVX_CHECK(root >= 0 && root < size(), collective, " on ", name(), ": root ", root, " is not a rank of this group of ",
             size());
+}
+
+void Communicator::check_all_to_all(const torch::Tensor& input, const std::vector<int64_t>& send_counts,
+                                    const torch::Tensor& output, const std::vector<int64_t>& recv_counts) const {
+  const char* const collective = "all_to_all";
+  check_tensor(collective, input);
+  check_tensor(collective, output);
+  CVX_CHECK(input.scalar_type() == output.scalar_type(), collective, " on ", name(),
+            ": input and output must have the same dtype (got ", input.scalar_type(), " and ", output.scalar_type(),
+            ")");
+  CVX_CHECK(input.device() == output.device(), collective, " on ", name(),
+            ": input and output must be on the same device (got ", input.device(), " and ", output.device(), ")");
+  const auto total = [&](const std::vector<int64_t>& counts, const char* what) {
+    CVX_CHECK(static_cast<int>(counts.size()) == size(), collective, " on ", name(), ": ", what, " has ", counts.size(),
+              " entries, one per rank (", size(), ") expected");
+    int64_t sum = 0;
+    for (const int64_t c : counts) {
+      CVX_CHECK(c >= 0, collective, " on ", name(), ": negative count ", c, " in ", what);
+      sum += c;
+    }
+    return sum;
+  };
+  const int64_t sent = total(send_counts, "send_counts"), received = total(recv_counts, "recv_counts");
+  CVX_CHECK(input.numel() == sent, collective, " on ", name(), ": input has ", input.numel(),
+            " elements but send_counts add up to ", sent);
+  CVX_CHECK(output.numel() == received, collective, " on ", name(), ": output has ", output.numel(),
+            " elements but recv_counts add up to ", received);
+  CVX_CHECK(send_counts[static_cast<size_t>(rank())] == recv_counts[static_cast<size_t>(rank())], collective, " on ",
+            name(), ": this rank sends itself ", send_counts[static_cast<size_t>(rank())], " elements but expects ",
+            recv_counts[static_cast<size_t>(rank())]);
+  const auto* a = static_cast<const char*>(input.data_ptr());
+  const auto* b = static_cast<const char*>(output.data_ptr());
+  const bool overlap = input.nbytes() > 0 && output.nbytes() > 0 && a < b + output.nbytes() && b < a + input.nbytes();
+  CVX_CHECK(!overlap, collective, " on ", name(), ": input and output overlap in memory; pass separate buffers");
 }
 
 }  // namespace cvx

@@ -1,5 +1,7 @@
 #include "cvx/dist/fake_communicator.h"
 
+#include <algorithm>
+
 #include "cvx/core/error.h"
 
 namespace cvx {
@@ -59,6 +61,24 @@ WorkPtr FakeCommunicator::broadcast(const torch::Tensor& tensor, int root) {
   check_tensor("broadcast", tensor);
   check_root("broadcast", root);
   count(CommStats::broadcast, rank_ == root ? tensor.nbytes() : 0);
+  return std::make_shared<DoneWork>();
+}
+
+WorkPtr FakeCommunicator::all_to_all(const torch::Tensor& input, const std::vector<int64_t>& send_counts,
+                                     const torch::Tensor& output, const std::vector<int64_t>& recv_counts) {
+  check_all_to_all(input, send_counts, output, recv_counts);
+  const auto r = static_cast<size_t>(rank_);
+  int64_t mine = 0;  // where this rank's own chunk starts in input
+  for (size_t j = 0; j < r; ++j) mine += send_counts[j];
+  count(CommStats::all_to_all, static_cast<uint64_t>(input.numel() - send_counts[r]) * input.element_size());
+  int64_t at = 0;
+  for (size_t i = 0; i < recv_counts.size(); ++i) {
+    const int64_t n = recv_counts[i], take = std::min(n, send_counts[r]);
+    auto slot = output.narrow(0, at, n);
+    if (take > 0) slot.narrow(0, 0, take).copy_(input.narrow(0, mine, take));
+    if (take < n) slot.narrow(0, take, n - take).zero_();
+    at += n;
+  }
   return std::make_shared<DoneWork>();
 }
 

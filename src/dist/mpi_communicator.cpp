@@ -213,6 +213,41 @@ WorkPtr MpiCommunicator::broadcast(const torch::Tensor& tensor, int root) {
                                    request, std::vector<torch::Tensor>{tensor}, nullptr);
 }
 
+WorkPtr MpiCommunicator::all_to_all(const torch::Tensor& input, const std::vector<int64_t>& send_counts,
+                                    const torch::Tensor& output, const std::vector<int64_t>& recv_counts) {
+  const char* const collective = "all_to_all";
+  check_cpu(collective, input);
+  check_cpu(collective, output);
+  check_all_to_all(input, send_counts, output, recv_counts);
+  mpi_count(*this, collective, input.numel());  // offsets are ints too
+  mpi_count(*this, collective, output.numel());
+  // MPI reads the count and offset arrays until the transfer completes: the Work keeps them.
+  struct Layout {
+    std::vector<int> send_counts, send_offsets, recv_counts, recv_offsets;
+  };
+  auto layout = std::make_shared<Layout>();
+  int send_at = 0, recv_at = 0;
+  for (int r = 0; r < size_; ++r) {
+    layout->send_counts.push_back(static_cast<int>(send_counts[static_cast<size_t>(r)]));
+    layout->send_offsets.push_back(send_at);
+    send_at += layout->send_counts.back();
+    layout->recv_counts.push_back(static_cast<int>(recv_counts[static_cast<size_t>(r)]));
+    layout->recv_offsets.push_back(recv_at);
+    recv_at += layout->recv_counts.back();
+  }
+  const MPI_Datatype type = mpi_type(input.scalar_type());
+  MPI_Request request;
+  CVX_MPI(MPI_Ialltoallv(input.data_ptr(), layout->send_counts.data(), layout->send_offsets.data(), type,
+                         output.data_ptr(), layout->recv_counts.data(), layout->recv_offsets.data(), type, comm_,
+                         &request));
+  const uint64_t element = static_cast<uint64_t>(input.element_size());
+  const uint64_t to_others =
+      (static_cast<uint64_t>(input.numel()) - static_cast<uint64_t>(send_counts[static_cast<size_t>(rank_)])) * element;
+  count(CommStats::all_to_all, to_others);
+  return std::make_shared<MpiWork>(WorkInfo{collective, input.nbytes(), rank_, size_, name(), options_.timeout_s},
+                                   request, std::vector<torch::Tensor>{input, output}, [layout] {});
+}
+
 void MpiCommunicator::barrier() {
   MPI_Request request;
   CVX_MPI(MPI_Ibarrier(comm_, &request));

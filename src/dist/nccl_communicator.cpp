@@ -225,6 +225,37 @@ class NcclCommunicator final : public Communicator {
     return work;
   }
 
+  // Grouped point-to-point sends and receives (ncclAllToAll does not exist as such; grouped
+  // send/recv is NCCL's documented all-to-all, uneven counts included).
+  WorkPtr all_to_all(const torch::Tensor& input, const std::vector<int64_t>& send_counts, const torch::Tensor& output,
+                     const std::vector<int64_t>& recv_counts) override {
+    const char* const collective = "all_to_all";
+    check_device(collective, input);
+    check_device(collective, output);
+    check_all_to_all(input, send_counts, output, recv_counts);
+    const ncclDataType_t type = nccl_type(input.scalar_type());
+    const int64_t element = input.element_size();
+    auto work = launch(collective, input.nbytes(), {input, output}, [&](cudaStream_t stream) {
+      CVX_NCCL(ncclGroupStart());
+      int64_t send_at = 0, recv_at = 0;
+      for (int r = 0; r < size_; ++r) {
+        const int64_t send = send_counts[static_cast<size_t>(r)], recv = recv_counts[static_cast<size_t>(r)];
+        if (send > 0)
+          CVX_NCCL(ncclSend(static_cast<const char*>(input.data_ptr()) + send_at * element, static_cast<size_t>(send),
+                            type, r, comm_, stream));
+        if (recv > 0)
+          CVX_NCCL(ncclRecv(static_cast<char*>(output.data_ptr()) + recv_at * element, static_cast<size_t>(recv), type,
+                            r, comm_, stream));
+        send_at += send;
+        recv_at += recv;
+      }
+      CVX_NCCL(ncclGroupEnd());
+    });
+    count(CommStats::all_to_all,
+          static_cast<uint64_t>((input.numel() - send_counts[static_cast<size_t>(rank_)]) * element));
+    return work;
+  }
+
   // A one-element all-reduce the host waits for: on the comm stream it follows every collective
   // issued before, and it completes only once every peer has issued it. Not counted in the stats.
   void barrier() override {

@@ -309,3 +309,56 @@ TEST(MpiCommunicator, RejectsIntegerAverageAndBadRoot) {
   expect_error([&] { comm.all_reduce(torch::zeros({kShard}, torch::kUInt8), ReduceOp::sum); },
                {"all_reduce", "unsupported dtype"});
 }
+
+namespace {
+// Elements rank `from` sends rank `to` in the uneven all-to-all tests: differs per pair, 0 for some.
+int64_t pair_count(int from, int to) { return (from * 3 + to * 2 + 1) % 4; }
+// The values of that chunk: they name the sender, the receiver and the position.
+torch::Tensor pair_values(int from, int to, torch::ScalarType type) {
+  return (torch::arange(pair_count(from, to), torch::kInt64) % 5 + 10 * from + 50 * to - 60).to(type);
+}
+}  // namespace
+
+TEST(MpiCommunicator, AllToAllDeliversUnevenChunksToTheirRanksInRankOrder) {
+  MpiCommunicator comm(MPI_COMM_WORLD, "world");
+  const int me = comm.rank();
+  for (const auto type : kAllTypes) {
+    std::vector<int64_t> send_counts, recv_counts;
+    std::vector<torch::Tensor> sent, expected;
+    for (int r = 0; r < comm.size(); ++r) {
+      send_counts.push_back(pair_count(me, r));
+      recv_counts.push_back(pair_count(r, me));
+      sent.push_back(pair_values(me, r, type));
+      expected.push_back(pair_values(r, me, type));
+    }
+    const auto input = torch::cat(sent);
+    auto output = torch::full({torch::cat(expected).numel()}, 99, type);
+    comm.all_to_all(input, send_counts, output, recv_counts)->wait();
+    EXPECT_TRUE(torch::equal(output, torch::cat(expected))) << c10::toString(type);
+  }
+}
+
+TEST(MpiCommunicator, AllToAllCountsTheBytesSentToOtherRanks) {
+  MpiCommunicator comm(MPI_COMM_WORLD, "world");
+  std::vector<int64_t> counts(static_cast<size_t>(comm.size()), kShard);
+  const auto input = torch::ones({comm.size() * kShard}, torch::kBFloat16);
+  comm.all_to_all(input, counts, torch::empty_like(input), counts)->wait();
+  EXPECT_EQ(comm.stats().bytes[CommStats::all_to_all], static_cast<uint64_t>((comm.size() - 1) * kShard * 2));
+  EXPECT_EQ(comm.stats().calls[CommStats::all_to_all], 1u);
+  EXPECT_STREQ(CommStats::kind_name(CommStats::all_to_all), "all_to_all");
+}
+
+TEST(MpiCommunicator, AllToAllRejectsCountsThatDoNotFitTheBuffers) {
+  MpiCommunicator comm(MPI_COMM_WORLD, "world");
+  const size_t n = static_cast<size_t>(comm.size());
+  const std::vector<int64_t> ones(n, 1);
+  const auto buffer = torch::zeros({comm.size()}, torch::kFloat32);
+  expect_error([&] { comm.all_to_all(buffer, std::vector<int64_t>(n + 1, 1), torch::zeros_like(buffer), ones); },
+               {"all_to_all", "send_counts has", "one per rank"});
+  expect_error([&] { comm.all_to_all(torch::zeros({comm.size() + 1}), ones, torch::zeros_like(buffer), ones); },
+               {"all_to_all", "input has", "send_counts add up to"});
+  std::vector<int64_t> negative = ones;
+  negative[0] = -1;
+  expect_error([&] { comm.all_to_all(buffer, ones, torch::zeros_like(buffer), negative); }, {"negative count -1"});
+  expect_error([&] { comm.all_to_all(buffer, ones, buffer, ones); }, {"overlap"});
+}

@@ -155,3 +155,29 @@ TEST(FakeCommunicator, SplitIsRefusedWithAWayOut) {
   EXPECT_NE(message.find("no peers"), std::string::npos) << message;
   EXPECT_NE(message.find("construct a FakeCommunicator"), std::string::npos) << message;
 }
+
+// Every fake peer sends what this rank sends itself: chunk `rank` of the input, fitted to each
+// receive count (cut, or zero-padded), and the stats count what goes to the other seven ranks.
+TEST(FakeCommunicator, AllToAllReceivesThisRanksOwnChunkFromEveryRank) {
+  FakeCommunicator comm(kRank, kSize);
+  std::vector<int64_t> send(kSize, 2), recv(kSize, 3);
+  send[kRank] = 3;
+  recv[0] = 1;
+  const auto input = torch::arange(2 * (kSize - 1) + 3, torch::kFloat32);  // own chunk at [6, 9)
+  auto output = torch::full({1 + 3 * (kSize - 1)}, 99.0f);
+  comm.all_to_all(input, send, output, recv)->wait();
+  EXPECT_TRUE(torch::equal(output.narrow(0, 0, 1), torch::tensor({6.0f})));
+  for (int i = 1; i < kSize; ++i)
+    EXPECT_TRUE(torch::equal(output.narrow(0, 1 + 3 * (i - 1), 3), torch::tensor({6.0f, 7.0f, 8.0f}))) << i;
+  EXPECT_EQ(comm.stats().bytes[CommStats::all_to_all], static_cast<uint64_t>((input.numel() - 3) * 4));
+
+  // A peer sending more than this rank sends itself: the rest of that peer's slot is zero.
+  const std::vector<int64_t> two(kSize, 2);
+  std::vector<int64_t> three(kSize, 3);
+  three[kRank] = 2;
+  const auto small = torch::arange(2 * kSize, torch::kFloat32);  // own chunk: {6, 7}
+  auto out = torch::full({3 * kSize - 1}, 99.0f);
+  comm.all_to_all(small, two, out, three)->wait();
+  EXPECT_TRUE(torch::equal(out.narrow(0, 0, 3), torch::tensor({6.0f, 7.0f, 0.0f})));
+  EXPECT_TRUE(torch::equal(out.narrow(0, 3 * kRank, 2), torch::tensor({6.0f, 7.0f})));
+}

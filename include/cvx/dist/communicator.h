@@ -1,5 +1,6 @@
 // Collectives over a group of ranks, as the sharded engine needs them: all-gather into a flat
-// buffer, reduce-scatter (sum or average), all-reduce, broadcast, barrier. Every collective is
+// buffer, reduce-scatter (sum or average), all-reduce, broadcast, barrier; and all-to-all with
+// uneven counts, as sequence parallelism needs it. Every collective is
 // asynchronous and returns a Work handle; wait() completes it (on GPU: orders the caller's compute
 // stream after it). Backends:
 //   MpiCommunicator   CPU tensors over an MPI communicator (fp32, fp64, fp16, bf16, int32, int64)
@@ -19,6 +20,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace cvx {
 
@@ -38,9 +40,10 @@ using WorkPtr = std::shared_ptr<Work>;
 
 // Bytes this rank sends per collective kind, counted with the ring algorithm's cost (what NCCL
 // and large-message MPI do): all-gather and reduce-scatter (n-1)/n of the full buffer, all-reduce
-// 2(n-1)/n, broadcast the buffer once (root) — so figures are comparable across backends.
+// 2(n-1)/n, broadcast the buffer once (root), all-to-all what goes to the other ranks — so figures
+// are comparable across backends.
 struct CommStats {
-  enum Kind { all_gather = 0, reduce_scatter, all_reduce, broadcast, num_kinds };
+  enum Kind { all_gather = 0, reduce_scatter, all_reduce, broadcast, all_to_all, num_kinds };
   std::array<uint64_t, num_kinds> bytes{};
   std::array<uint64_t, num_kinds> calls{};
   uint64_t total_bytes() const;
@@ -73,6 +76,12 @@ class Communicator {
   virtual WorkPtr all_reduce(const torch::Tensor& tensor, ReduceOp op) = 0;
   // In place: every rank ends with root's values.
   virtual WorkPtr broadcast(const torch::Tensor& tensor, int root) = 0;
+  // MPI_Alltoallv on flat buffers: input [sum(send_counts)] is size() consecutive chunks, chunk j
+  // (send_counts[j] elements) going to rank j; output [sum(recv_counts)] receives rank i's chunk at
+  // offset sum(recv_counts[:i]). recv_counts[i] must equal rank i's send_counts[rank()] (uneven
+  // counts allowed, zeros too). Same dtype and device; output must not overlap input.
+  virtual WorkPtr all_to_all(const torch::Tensor& input, const std::vector<int64_t>& send_counts,
+                             const torch::Tensor& output, const std::vector<int64_t>& recv_counts) = 0;
   virtual void barrier() = 0;
 
   // A new communicator over the ranks that pass the same color, ordered by key (MPI_Comm_split
@@ -87,7 +96,8 @@ class Communicator {
   Communicator(std::string name, CommunicatorOptions options) : name_(std::move(name)), options_(options) {}
   // Adds one call and its ring-cost bytes to the stats. `bytes` is the full buffer (all-gather,
   // reduce-scatter: the [size * S] one); for broadcast, what this rank sends: the buffer on the
-  // root, 0 elsewhere. A world of one sends nothing.
+  // root, 0 elsewhere; for all-to-all, what this rank sends to the others. A world of one sends
+  // nothing.
   void count(CommStats::Kind kind, uint64_t bytes);
 
   // Argument checks every backend applies (each throws cvx::Error naming the collective and the
@@ -99,6 +109,10 @@ class Communicator {
   // Averages are defined for floating-point tensors only (an integer mean would truncate).
   void check_reduce_op(const char* collective, const torch::Tensor& tensor, ReduceOp op) const;
   void check_root(const char* collective, int root) const;
+  // Both tensors checked, same dtype and device, one count per rank, none negative, the buffers
+  // as long as their counts, no overlap.
+  void check_all_to_all(const torch::Tensor& input, const std::vector<int64_t>& send_counts,
+                        const torch::Tensor& output, const std::vector<int64_t>& recv_counts) const;
   std::string name_;
   CommunicatorOptions options_;
   CommStats stats_;
@@ -113,5 +127,9 @@ inline void reduce_scatter(Communicator& c, const torch::Tensor& full, const tor
 }
 inline void all_reduce(Communicator& c, const torch::Tensor& tensor, ReduceOp op) { c.all_reduce(tensor, op)->wait(); }
 inline void broadcast(Communicator& c, const torch::Tensor& tensor, int root) { c.broadcast(tensor, root)->wait(); }
+inline void all_to_all(Communicator& c, const torch::Tensor& input, const std::vector<int64_t>& send_counts,
+                       const torch::Tensor& output, const std::vector<int64_t>& recv_counts) {
+  c.all_to_all(input, send_counts, output, recv_counts)->wait();
+}
 
 }  // namespace cvx

@@ -8,6 +8,8 @@
 //   reduce_scatter  shard = chunk `rank` of full, times size for sum (unchanged for avg, max)
 //   all_reduce      times size for sum, unchanged for avg and max
 //   broadcast       unchanged (this rank's values stand for the root's)
+//   all_to_all      chunk i of output = chunk `rank` of input (what every rank would send this
+//                   one), cut or zero-padded to recv_counts[i]
 //   barrier         nothing to wait for
 // Sums of fp16/bf16 are computed in fp32 and rounded once, as MpiCommunicator does. The argument
 // checks are those of the real backends, so a fake run rejects what a real run would.
@@ -29,6 +31,8 @@ class FakeCommunicator final : public Communicator {
   WorkPtr reduce_scatter(const torch::Tensor& full, const torch::Tensor& shard, ReduceOp op) override;
   WorkPtr all_reduce(const torch::Tensor& tensor, ReduceOp op) override;
   WorkPtr broadcast(const torch::Tensor& tensor, int root) override;
+  WorkPtr all_to_all(const torch::Tensor& input, const std::vector<int64_t>& send_counts, const torch::Tensor& output,
+                     const std::vector<int64_t>& recv_counts) override;
   void barrier() override {}
   // Not supported: the other ranks' colors are unknown. Throws; construct a FakeCommunicator with
   // the group's rank and size instead.

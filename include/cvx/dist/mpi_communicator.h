@@ -37,6 +37,8 @@ class MpiCommunicator final : public Communicator {
   WorkPtr reduce_scatter(const torch::Tensor& full, const torch::Tensor& shard, ReduceOp op) override;
   WorkPtr all_reduce(const torch::Tensor& tensor, ReduceOp op) override;
   WorkPtr broadcast(const torch::Tensor& tensor, int root) override;
+  WorkPtr all_to_all(const torch::Tensor& input, const std::vector<int64_t>& send_counts, const torch::Tensor& output,
+                     const std::vector<int64_t>& recv_counts) override;
   void barrier() override;
   // A negative color leaves this rank out of every group (MPI_UNDEFINED): it gets nullptr.
   std::unique_ptr<Communicator> split(int color, int key, const std::string& group) override;
