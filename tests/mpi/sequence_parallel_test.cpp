@@ -1,0 +1,103 @@
+// Ulysses sequence parallelism (dist/sequence_parallel.h) on 1, 2 and 4 ranks: the joint text +
+// video attention with the video tokens split over the ranks equals attention on the whole
+// sequence, forward and backward, for token counts that divide by the rank count and ones that do
+// not (down to ranks holding no token).
+#include <gtest/gtest.h>
+
+#include "cvx/core/error.h"
+#include "cvx/dist/mpi_communicator.h"
+#include "cvx/dist/sequence_parallel.h"
+
+namespace {
+
+using cvx::MpiCommunicator;
+
+// The plain math attention, fp32: what the split run must reproduce.
+torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  return torch::softmax(torch::matmul(q, k.transpose(-2, -1)) * scale, -1).matmul(v);
+}
+
+// Float32 attention with the same per-head arithmetic on a subset of heads: agreement to a few
+// ulps of the values (~1e-6 relative); the summed text gradients add P partial sums in another
+// order, hence the absolute floor.
+void expect_close(const torch::Tensor& a, const torch::Tensor& b, const std::string& what) {
+  ASSERT_EQ(a.sizes(), b.sizes()) << what;
+  EXPECT_TRUE(torch::allclose(a, b, 1e-5, 1e-6)) << what << ": max difference " << (a - b).abs().max().item<double>();
+}
+
+}  // namespace
+
+TEST(SequenceParallel, SplitGivesTheFirstRanksOneTokenMore) {
+  EXPECT_EQ(cvx::sequence_split(11, 4), (std::vector<int64_t>{3, 3, 3, 2}));
+  EXPECT_EQ(cvx::sequence_split(3, 4), (std::vector<int64_t>{1, 1, 1, 0}));
+  EXPECT_EQ(cvx::sequence_split(17550, 8)[0], 2194);
+  EXPECT_EQ(cvx::slice_offsets({3, 3, 3, 2}), (std::vector<int64_t>{0, 3, 6, 9}));
+}
+
+TEST(SequenceParallel, SizesThatDoNotDivideTheHeadsAreRefusedWithTheValidOnes) {
+  EXPECT_NO_THROW(cvx::check_sequence_parallel_size(48, 8));
+  try {
+    cvx::check_sequence_parallel_size(48, 5);
+    ADD_FAILURE() << "5 does not divide 48";
+  } catch (const cvx::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("1, 2, 3, 4, 6, 8, 12, 16, 24, 48"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("sequence_parallel_size = 5"), std::string::npos) << e.what();
+  }
+}
+
+TEST(SequenceParallel, UlyssesAttentionEqualsWholeSequenceAttentionForwardAndBackward) {
+  MpiCommunicator group(MPI_COMM_WORLD, "sequence");
+  const int parts = group.size(), me = group.rank();
+  const int64_t batch = 2, heads = 4, text = 5, dim = 8;
+  for (const int64_t video : {int64_t{12}, int64_t{11}, int64_t{3}}) {
+    // The same full tensors on every rank (one seed), and the reference on the whole sequence.
+    auto gen = at::detail::createCPUGenerator(static_cast<uint64_t>(100 + video));
+    const auto q = torch::randn({batch, heads, text + video, dim}, gen).requires_grad_();
+    const auto k = torch::randn({batch, heads, text + video, dim}, gen).requires_grad_();
+    const auto v = torch::randn({batch, heads, text + video, dim}, gen).requires_grad_();
+    const auto weights = torch::randn({batch, heads, text + video, dim}, gen);
+    const auto reference = attend(q, k, v);
+    (reference * weights).sum().backward();
+
+    // This rank's share: the text tokens (replicated) and its slice of the video tokens.
+    const auto lengths = cvx::sequence_split(video, parts);
+    const int64_t start = cvx::slice_offsets(lengths)[static_cast<size_t>(me)], mine = lengths[static_cast<size_t>(me)];
+    const auto local = [&](const torch::Tensor& x) {
+      return torch::cat({x.narrow(2, 0, text), x.narrow(2, text + start, mine)}, 2).detach().requires_grad_();
+    };
+    const auto lq = local(q), lk = local(k), lv = local(v);
+    const auto out = cvx::ulysses_attention(lq, lk, lv, text, group, lengths, attend);
+    const std::string label = std::to_string(video) + " video tokens on " + std::to_string(parts) + " ranks";
+    expect_close(out, torch::cat({reference.narrow(2, 0, text), reference.narrow(2, text + start, mine)}, 2).detach(),
+                 "output, " + label);
+    // The total loss of the unsplit run: each rank's video tokens once, the replicated text 1/P each.
+    const auto lw = torch::cat({weights.narrow(2, 0, text) / parts, weights.narrow(2, text + start, mine)}, 2);
+    (out * lw).sum().backward();
+    for (const auto& [name, mine_grad, full] : {std::tuple<std::string, torch::Tensor, torch::Tensor>{"q", lq, q},
+                                                {"k", lk, k},
+                                                {"v", lv, v}}) {
+      // Video tokens: this rank's gradients are the unsplit ones; text: partial sums over the group.
+      expect_close(mine_grad.grad().narrow(2, text, mine), full.grad().narrow(2, text + start, mine),
+                   "d" + name + " of the video tokens, " + label);
+      auto text_grad = mine_grad.grad().narrow(2, 0, text).contiguous();
+      cvx::all_reduce(group, text_grad, cvx::ReduceOp::sum);
+      expect_close(text_grad, full.grad().narrow(2, 0, text), "d" + name + " of the text tokens, " + label);
+    }
+  }
+}
+
+TEST(SequenceParallel, ExchangesAreEachOthersInverse) {
+  MpiCommunicator group(MPI_COMM_WORLD, "sequence");
+  const auto lengths = cvx::sequence_split(7, group.size());
+  auto gen = at::detail::createCPUGenerator(static_cast<uint64_t>(7 + group.rank()));
+  const auto x = torch::randn({1, 2 * group.size(), lengths[static_cast<size_t>(group.rank())], 3}, gen);
+  const auto heads = cvx::sequence_to_heads(x, group, lengths);
+  EXPECT_EQ(heads.sizes(), (std::vector<int64_t>{1, 2, 7, 3}));
+  EXPECT_TRUE(torch::equal(cvx::heads_to_sequence(heads, group, lengths), x));
+  // Text tokens are the same count on every rank: each rank's heads land at its place.
+  const auto text = torch::randn({1, 2, 5, 3}, gen);
+  const auto all = cvx::gather_heads(text, group);
+  EXPECT_EQ(all.size(1), 2 * group.size());
+  EXPECT_TRUE(torch::equal(all.narrow(1, 2 * group.rank(), 2), text));
+}
