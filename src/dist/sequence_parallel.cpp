@@ -8,7 +8,8 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 Communicator* group_of(AutogradContext* ctx) {
-  return reinterpret_cast<Communicator*>(ctx->saved_data["group"].toInt());  // NOLINT: the caller's group outlives the graph
+  return reinterpret_cast<Communicator*>(
+      ctx->saved_data["group"].toInt());  // NOLINT: the caller's group outlives the graph
 }
 
 void check_lengths(const char* what, Communicator& group, const std::vector<int64_t>& lengths) {
@@ -54,8 +55,8 @@ torch::Tensor to_sequence(const torch::Tensor& y, Communicator& group, const std
   const int64_t batch = y.size(0), h = y.size(1), dim = y.size(3);
   int64_t total = 0;
   for (const int64_t n : lengths) total += n;
-  CVX_CHECK(y.dim() == 4 && y.size(2) == total, what, " on ", group.name(), ": expected [B, H/P, ", total,
-            ", D], got ", y.sizes());
+  CVX_CHECK(y.dim() == 4 && y.size(2) == total, what, " on ", group.name(), ": expected [B, H/P, ", total, ", D], got ",
+            y.sizes());
   std::vector<torch::Tensor> pieces;
   std::vector<int64_t> send_counts;
   int64_t at = 0;
@@ -92,7 +93,8 @@ torch::Tensor reduce_heads(const torch::Tensor& grad, Communicator& group) {
 }
 
 struct SequenceToHeads : public torch::autograd::Function<SequenceToHeads> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, int64_t group, std::vector<int64_t> lengths) {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, int64_t group,
+                               std::vector<int64_t> lengths) {
     ctx->saved_data["group"] = group;
     ctx->saved_data["lengths"] = lengths;
     return to_heads(x, *reinterpret_cast<Communicator*>(group), lengths);  // NOLINT
@@ -104,7 +106,8 @@ struct SequenceToHeads : public torch::autograd::Function<SequenceToHeads> {
 };
 
 struct HeadsToSequence : public torch::autograd::Function<HeadsToSequence> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& y, int64_t group, std::vector<int64_t> lengths) {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& y, int64_t group,
+                               std::vector<int64_t> lengths) {
     ctx->saved_data["group"] = group;
     ctx->saved_data["lengths"] = lengths;
     return to_sequence(y, *reinterpret_cast<Communicator*>(group), lengths);  // NOLINT

@@ -73,6 +73,21 @@ torch::Tensor CogVideoXTransformerImpl::forward(const torch::Tensor& hidden_stat
                                                 const torch::Tensor& encoder_hidden_states,
                                                 const torch::Tensor& timestep, const std::optional<torch::Tensor>& ofs,
                                                 const RotaryEmbedding* rope, TransformerTrace* trace) {
+  const auto tokens = forward_tokens(hidden_states, encoder_hidden_states, timestep, ofs, rope, {}, trace);
+  return unpatchify(tokens, hidden_states.size(1), hidden_states.size(3), hidden_states.size(4));
+}
+
+void CogVideoXTransformerImpl::set_attention_runner(const AttentionRunner& runner) {
+  for (size_t i = 0; i < transformer_blocks->size(); ++i)
+    transformer_blocks->ptr<TransformerBlockImpl>(i)->attn1->runner = runner;
+}
+
+torch::Tensor CogVideoXTransformerImpl::forward_tokens(const torch::Tensor& hidden_states,
+                                                       const torch::Tensor& encoder_hidden_states,
+                                                       const torch::Tensor& timestep,
+                                                       const std::optional<torch::Tensor>& ofs,
+                                                       const RotaryEmbedding* rope, VideoTokenSlice slice,
+                                                       TransformerTrace* trace) {
   CVX_CHECK(hidden_states.dim() == 5, "transformer: expected latents [B, T, C, H, W], got ", hidden_states.sizes());
   CVX_CHECK(encoder_hidden_states.dim() == 3 && encoder_hidden_states.size(2) == config.text_embed_dim,
             "transformer: expected text embeddings [B, L, ", config.text_embed_dim, "], got ",
@@ -82,8 +97,6 @@ torch::Tensor CogVideoXTransformerImpl::forward(const torch::Tensor& hidden_stat
       config.use_rotary_positional_embeddings ? "this model needs rotary tables" : "this model takes no rotary tables");
   CVX_CHECK(!config.ofs_embed_dim || ofs.has_value(), "transformer: this model (1.5-I2V) needs ofs");
   const auto model_dtype = dtype();
-  const int64_t batch = hidden_states.size(0), frames = hidden_states.size(1);
-  const int64_t height = hidden_states.size(3), width = hidden_states.size(4);
   const int64_t text_len = encoder_hidden_states.size(1);
 
   // Timestep (and ofs) embedding: the sinusoid is float32, then cast to the model dtype.
@@ -107,10 +120,20 @@ torch::Tensor CogVideoXTransformerImpl::forward(const torch::Tensor& hidden_stat
 
   const auto seq = patch_embed->forward(encoder_hidden_states.to(model_dtype), hidden_states.to(model_dtype));
   if (trace) trace->record("patch_embed", seq);
+  const int64_t num_video = seq.size(1) - text_len;
+  if (slice.length < 0) slice = {0, num_video};
+  CVX_CHECK(slice.offset >= 0 && slice.offset + slice.length <= num_video, "transformer: video tokens [", slice.offset,
+            ", ", slice.offset + slice.length, ") of ", num_video);
   auto encoder = seq.narrow(1, 0, text_len);
-  auto hidden = seq.narrow(1, text_len, seq.size(1) - text_len);
+  auto hidden = seq.narrow(1, text_len + slice.offset, slice.length);
 
-  const RotaryEmbedding rope_copy = rope ? *rope : RotaryEmbedding{};
+  RotaryEmbedding rope_copy = rope ? *rope : RotaryEmbedding{};
+  if (rope_copy.cos.defined() && slice.length != num_video) {
+    CVX_CHECK(rope_copy.cos.size(0) == num_video, "transformer: rotary tables for ", rope_copy.cos.size(0),
+              " tokens, the latents have ", num_video);
+    rope_copy = {rope_copy.cos.narrow(0, slice.offset, slice.length),
+                 rope_copy.sin.narrow(0, slice.offset, slice.length)};
+  }
   const bool has_rope = rope != nullptr;
   for (int64_t i = 0; i < static_cast<int64_t>(transformer_blocks->size()); ++i) {
     auto block = transformer_blocks->ptr<TransformerBlockImpl>(i);
@@ -149,8 +172,13 @@ torch::Tensor CogVideoXTransformerImpl::forward(const torch::Tensor& hidden_stat
   if (trace) trace->record("norm_out", hidden);
   auto out = proj_out->forward(hidden);  // [B, N, K]
   if (trace) trace->record("proj_out", out);
+  return out;
+}
 
-  const int64_t p = config.patch_size, cout = config.out_channels;
+torch::Tensor CogVideoXTransformerImpl::unpatchify(const torch::Tensor& tokens, int64_t frames, int64_t height,
+                                                   int64_t width) const {
+  const int64_t batch = tokens.size(0), p = config.patch_size, cout = config.out_channels;
+  torch::Tensor out = tokens;
   if (config.patch_size_t) {
     const int64_t pt = *config.patch_size_t;
     out = out.reshape({batch, (frames + pt - 1) / pt, height / p, width / p, cout, pt, p, p})

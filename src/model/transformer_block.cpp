@@ -63,7 +63,9 @@ std::pair<torch::Tensor, torch::Tensor> AttentionImpl::forward(const torch::Tens
     k = torch::cat({k.narrow(2, 0, text_len), apply_rotary_emb(k.narrow(2, text_len, video_len), rope->cos, rope->sin)},
                    2);
   }
-  auto o = scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape({batch, seq, num_heads * head_dim});
+  auto o = (runner ? runner(q, k, v, text_len) : scaled_dot_product_attention(q, k, v))
+               .transpose(1, 2)
+               .reshape({batch, seq, num_heads * head_dim});
   o = to_out_0->forward(o);
   return {o.narrow(1, text_len, seq - text_len), o.narrow(1, 0, text_len)};
 }

@@ -7,6 +7,8 @@
 #include "cvx/core/error.h"
 #include "cvx/dist/mpi_communicator.h"
 #include "cvx/dist/sequence_parallel.h"
+#include "cvx/model/attention.h"
+#include "cvx/model/transformer.h"
 
 namespace {
 
@@ -24,6 +26,16 @@ torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch
 void expect_close(const torch::Tensor& a, const torch::Tensor& b, const std::string& what) {
   ASSERT_EQ(a.sizes(), b.sizes()) << what;
   EXPECT_TRUE(torch::allclose(a, b, 1e-5, 1e-6)) << what << ": max difference " << (a - b).abs().max().item<double>();
+}
+
+// Parameter gradients are sums over every token; split over P ranks they are P partial sums added
+// in another order, whose fp32 rounding scales with the largest summands, not with each element:
+// agreement to 1e-5 of the tensor's largest magnitude.
+void expect_close_sum(const torch::Tensor& a, const torch::Tensor& b, const std::string& what) {
+  ASSERT_EQ(a.sizes(), b.sizes()) << what;
+  const double scale = b.abs().max().item<double>();
+  const double diff = (a - b).abs().max().item<double>();
+  EXPECT_LE(diff, 1e-5 * scale + 1e-6) << what << ": max difference " << diff << " at magnitude " << scale;
 }
 
 }  // namespace
@@ -74,9 +86,8 @@ TEST(SequenceParallel, UlyssesAttentionEqualsWholeSequenceAttentionForwardAndBac
     // The total loss of the unsplit run: each rank's video tokens once, the replicated text 1/P each.
     const auto lw = torch::cat({weights.narrow(2, 0, text) / parts, weights.narrow(2, text + start, mine)}, 2);
     (out * lw).sum().backward();
-    for (const auto& [name, mine_grad, full] : {std::tuple<std::string, torch::Tensor, torch::Tensor>{"q", lq, q},
-                                                {"k", lk, k},
-                                                {"v", lv, v}}) {
+    for (const auto& [name, mine_grad, full] :
+         {std::tuple<std::string, torch::Tensor, torch::Tensor>{"q", lq, q}, {"k", lk, k}, {"v", lv, v}}) {
       // Video tokens: this rank's gradients are the unsplit ones; text: partial sums over the group.
       expect_close(mine_grad.grad().narrow(2, text, mine), full.grad().narrow(2, text + start, mine),
                    "d" + name + " of the video tokens, " + label);
@@ -100,4 +111,56 @@ TEST(SequenceParallel, ExchangesAreEachOthersInverse) {
   const auto all = cvx::gather_heads(text, group);
   EXPECT_EQ(all.size(1), 2 * group.size());
   EXPECT_TRUE(torch::equal(all.narrow(1, 2 * group.rank(), 2), text));
+}
+
+// The model's second seam: the transformer run with its video tokens split over the ranks (each
+// rank its contiguous slice, the attention runner doing Ulysses) gives the unsplit model's token
+// outputs, and its parameter gradients summed over the group are the unsplit ones.
+TEST(SequenceParallel, TransformerOnSplitTokensEqualsTheWholeModelWithSummedGradients) {
+  MpiCommunicator group(MPI_COMM_WORLD, "sequence");
+  const int parts = group.size(), me = group.rank();
+  for (const std::string variant : {"2b", "5b", "1.5-t2v", "1.5-i2v"}) {
+    cvx::TransformerConfig config = cvx::tiny_transformer(variant);
+    config.num_attention_heads = 4;  // divisible by 1, 2 and 4 ranks
+    torch::manual_seed(5);
+    cvx::CogVideoXTransformer model(config);
+    auto gen = at::detail::createCPUGenerator(9);
+    const int64_t frames = config.patch_size_t ? 4 : (config.sample_frames - 1) / 4 + 1;
+    const int64_t h = config.sample_height, w = config.sample_width;
+    const auto latents = torch::randn({1, frames, config.in_channels, h, w}, gen);
+    const auto text = torch::randn({1, 7, config.text_embed_dim}, gen);
+    const auto t = torch::tensor({321}, torch::kLong);
+    std::optional<torch::Tensor> ofs;
+    if (config.ofs_embed_dim) ofs = torch::full({1}, 2.0);
+    const auto rope = cvx::training_rotary_embedding(config, h, w, frames);
+    const cvx::RotaryEmbedding* rope_ptr = rope.cos.defined() ? &rope : nullptr;
+
+    const auto reference = model->forward_tokens(latents, text, t, ofs, rope_ptr);  // [1, N, K]
+    const auto weights = torch::randn(reference.sizes(), gen);
+    (reference * weights).sum().backward();
+    std::vector<torch::Tensor> expected;
+    for (auto& p : model->parameters()) {
+      expected.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
+      p.mutable_grad().reset();
+    }
+
+    const int64_t num_tokens = reference.size(1);
+    const auto lengths = cvx::sequence_split(num_tokens, parts);
+    const int64_t start = cvx::slice_offsets(lengths)[static_cast<size_t>(me)], mine = lengths[static_cast<size_t>(me)];
+    model->set_attention_runner([&](const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t l) {
+      return cvx::ulysses_attention(q, k, v, l, group, lengths, cvx::scaled_dot_product_attention);
+    });
+    const auto out = model->forward_tokens(latents, text, t, ofs, rope_ptr, {start, mine});
+    const std::string label = variant + ", " + std::to_string(num_tokens) + " tokens on " + std::to_string(parts);
+    expect_close(out, reference.narrow(1, start, mine).detach(), "token outputs, " + label);
+    (out * weights.narrow(1, start, mine)).sum().backward();
+    size_t i = 0;
+    for (const auto& item : model->named_parameters()) {
+      const auto& p = item.value();
+      auto grad = p.grad().defined() ? p.grad().clone() : torch::zeros_like(p);
+      cvx::all_reduce(group, grad, cvx::ReduceOp::sum);
+      expect_close_sum(grad, expected[i++], "d" + item.key() + ", " + label);
+    }
+    model->set_attention_runner({});
+  }
 }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cvx/core/sharding_unit.h"
+#include "cvx/model/attention.h"
 #include "cvx/model/embeddings.h"
 #include "cvx/model/lora_linear.h"
 #include "cvx/model/module_init.h"
@@ -50,6 +51,7 @@ struct AttentionImpl : torch::nn::Module {
   std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& hidden, const torch::Tensor& encoder,
                                                   const RotaryEmbedding* rope);
   int64_t num_heads, head_dim;
+  AttentionRunner runner;  // empty: scaled_dot_product_attention (see attention.h)
   torch::nn::LayerNorm norm_q{nullptr}, norm_k{nullptr};
   LoRALinear to_q{nullptr}, to_k{nullptr}, to_v{nullptr}, to_out_0{nullptr};
   torch::nn::ModuleList to_out{nullptr};  // [0] = to_out_0, [1] = dropout (no parameters)
@@ -111,6 +113,12 @@ struct AdaLayerNormImpl : torch::nn::Module {
 };
 TORCH_MODULE(AdaLayerNorm);
 
+// Video tokens [offset, offset + length) of the patchified sequence (order: latent frame, row,
+// column); length -1: all of them.
+struct VideoTokenSlice {
+  int64_t offset = 0, length = -1;
+};
+
 struct CogVideoXTransformerImpl : torch::nn::Module {
   // Parameters in init.dtype on init.device, initialised or unmaterialised (load_state or the
   // sharding engine fills them); init.dtype is the compute dtype.
@@ -121,6 +129,20 @@ struct CogVideoXTransformerImpl : torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& hidden_states, const torch::Tensor& encoder_hidden_states,
                         const torch::Tensor& timestep, const std::optional<torch::Tensor>& ofs = std::nullopt,
                         const RotaryEmbedding* rope = nullptr, TransformerTrace* trace = nullptr);
+
+  // What sequence parallelism runs on each rank of a sequence group: the forward above computing
+  // only the video tokens of `slice` (the text tokens and the timestep embedding in full; the
+  // patch embedding of the whole latents, then cut), with `rope` the tables of ALL video tokens
+  // (cut here) -> the slice's outputs [B, length, K] before unpatchifying (K = pt p p Cout).
+  // Attention over the other ranks' tokens is the attention runner's job.
+  torch::Tensor forward_tokens(const torch::Tensor& hidden_states, const torch::Tensor& encoder_hidden_states,
+                               const torch::Tensor& timestep, const std::optional<torch::Tensor>& ofs = std::nullopt,
+                               const RotaryEmbedding* rope = nullptr, VideoTokenSlice slice = {},
+                               TransformerTrace* trace = nullptr);
+  // tokens [B, N, K] of latents [B, T, C, H, W] -> [B, T, Cout, H, W] (forward = unpatchify of all tokens).
+  torch::Tensor unpatchify(const torch::Tensor& tokens, int64_t frames, int64_t height, int64_t width) const;
+  // The attention core of every block (attention.h); an empty runner restores the default.
+  void set_attention_runner(const AttentionRunner& runner);
 
   // Recompute each block in backward instead of keeping its activations (the default runner).
   void set_gradient_checkpointing(bool enabled) { gradient_checkpointing_ = enabled; }
