@@ -175,6 +175,25 @@ torch::Tensor CogVideoXTransformerImpl::forward_tokens(const torch::Tensor& hidd
   return out;
 }
 
+torch::Tensor CogVideoXTransformerImpl::patchify(const torch::Tensor& x) const {
+  CVX_CHECK(x.dim() == 5 && x.size(2) == config.out_channels, "patchify: expected [B, T, ", config.out_channels,
+            ", H, W], got ", x.sizes());
+  const int64_t batch = x.size(0), frames = x.size(1), height = x.size(3), width = x.size(4);
+  const int64_t p = config.patch_size, cout = config.out_channels;
+  if (config.patch_size_t) {
+    const int64_t pt = *config.patch_size_t;
+    CVX_CHECK(frames % pt == 0, "patchify: ", frames, " frames are not a multiple of patch_size_t ", pt);
+    // unpatchify's view [B, T/pt, H/p, W/p, C, pt, p, p] permuted (0, 1, 5, 4, 2, 6, 3, 7); here backwards.
+    return x.reshape({batch, frames / pt, pt, cout, height / p, p, width / p, p})
+        .permute({0, 1, 4, 6, 3, 2, 5, 7})
+        .reshape({batch, (frames / pt) * (height / p) * (width / p), cout * pt * p * p});
+  }
+  // unpatchify's view [B, T, H/p, W/p, C, p, p] permuted (0, 1, 4, 2, 5, 3, 6); here backwards.
+  return x.reshape({batch, frames, cout, height / p, p, width / p, p})
+      .permute({0, 1, 3, 5, 2, 4, 6})
+      .reshape({batch, frames * (height / p) * (width / p), cout * p * p});
+}
+
 torch::Tensor CogVideoXTransformerImpl::unpatchify(const torch::Tensor& tokens, int64_t frames, int64_t height,
                                                    int64_t width) const {
   const int64_t batch = tokens.size(0), p = config.patch_size, cout = config.out_channels;

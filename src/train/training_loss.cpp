@@ -172,6 +172,23 @@ LossOutputs compute_training_loss(CogVideoXTransformer& transformer, const CogVi
   }
   std::optional<torch::Tensor> ofs;
   if (config.ofs_embed_dim) ofs = torch::full({1}, 2.0, torch::TensorOptions().dtype(dtype).device(device));
+  if (options.token_slice.length >= 0) {
+    // This rank's tokens only; x_t and x0 cut the same way, each term over the whole sample's count.
+    const VideoTokenSlice slice = options.token_slice;
+    out.model_pred = transformer
+                         ->forward_tokens(out.transformer_input.to(dtype), inputs.prompt_embeds.to(device, dtype), t,
+                                          ofs, rope.cos.defined() ? &rope : nullptr, slice)
+                         .to(torch::kFloat32);  // [B, n, K]
+    const auto noisy = transformer->patchify(out.noisy_latents).narrow(1, slice.offset, slice.length);
+    const auto target = transformer->patchify(x0).narrow(1, slice.offset, slice.length);
+    out.latent_pred = scheduler.get_velocity(out.model_pred, noisy, t);
+    out.weights = scheduler.loss_weights(t).to(device);
+    const double elements = static_cast<double>(x0[0].numel());
+    out.per_sample_loss =
+        (out.weights.reshape({-1, 1, 1}) * (out.latent_pred - target).pow(2)).reshape({batch, -1}).sum(1) / elements;
+    out.loss = out.per_sample_loss.mean();
+    return out;
+  }
   out.model_pred = transformer
                        ->forward(out.transformer_input.to(dtype), inputs.prompt_embeds.to(device, dtype), t, ofs,
                                  rope.cos.defined() ? &rope : nullptr)

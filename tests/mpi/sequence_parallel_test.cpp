@@ -9,6 +9,7 @@
 #include "cvx/dist/sequence_parallel.h"
 #include "cvx/model/attention.h"
 #include "cvx/model/transformer.h"
+#include "cvx/train/training_loss.h"
 
 namespace {
 
@@ -154,6 +155,60 @@ TEST(SequenceParallel, TransformerOnSplitTokensEqualsTheWholeModelWithSummedGrad
     const std::string label = variant + ", " + std::to_string(num_tokens) + " tokens on " + std::to_string(parts);
     expect_close(out, reference.narrow(1, start, mine).detach(), "token outputs, " + label);
     (out * weights.narrow(1, start, mine)).sum().backward();
+    size_t i = 0;
+    for (const auto& item : model->named_parameters()) {
+      const auto& p = item.value();
+      auto grad = p.grad().defined() ? p.grad().clone() : torch::zeros_like(p);
+      cvx::all_reduce(group, grad, cvx::ReduceOp::sum);
+      expect_close_sum(grad, expected[i++], "d" + item.key() + ", " + label);
+    }
+    model->set_attention_runner({});
+  }
+}
+
+// The training loss on a slice of the tokens (LossOptions::token_slice): the slices' losses add up
+// to the whole sample's loss, and their parameter gradients to its gradients (T2V and I2V, 1.0
+// and 1.5, with the 1.5 frame padding; I2V from cached image latents, so no VAE).
+TEST(SequenceParallel, LossOfTokenSlicesSumsToTheWholeLossAndGradients) {
+  MpiCommunicator group(MPI_COMM_WORLD, "sequence");
+  const int parts = group.size(), me = group.rank();
+  for (const std::string variant : {"5b", "5b-i2v", "1.5-t2v", "1.5-i2v"}) {
+    cvx::TransformerConfig config = cvx::tiny_transformer(variant);
+    config.num_attention_heads = 4;
+    torch::manual_seed(6);
+    cvx::CogVideoXTransformer model(config);
+    const cvx::CogVideoXScheduler scheduler(cvx::scheduler_config_5b());
+    const int64_t channels = config.out_channels, frames = 3, h = config.sample_height, w = config.sample_width;
+    auto gen = at::detail::createCPUGenerator(13);
+    cvx::LossInputs inputs;
+    inputs.latents = torch::randn({2, channels, frames, h, w}, gen);
+    inputs.prompt_embeds = torch::randn({2, config.max_text_seq_length, config.text_embed_dim}, gen);
+    if (config.is_i2v()) inputs.image_moments = torch::randn({2, 2 * channels, 1, h, w}, gen) * 0.5;
+    const auto draws = cvx::draw_loss_randoms(gen, config, 2, channels, frames, h, w, 8 * h, 8 * w, config.is_i2v(),
+                                              /*encode_images=*/false, 0.0);
+    cvx::LossOptions options;
+    options.i2v = config.is_i2v();
+
+    const auto whole = cvx::compute_training_loss(model, scheduler, inputs, draws, options);
+    whole.loss.backward();
+    std::vector<torch::Tensor> expected;
+    for (auto& p : model->parameters()) {
+      expected.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
+      p.mutable_grad().reset();
+    }
+
+    const int64_t num_tokens = model->patchify(whole.latent).size(1);
+    const auto lengths = cvx::sequence_split(num_tokens, parts);
+    options.token_slice = {cvx::slice_offsets(lengths)[static_cast<size_t>(me)], lengths[static_cast<size_t>(me)]};
+    model->set_attention_runner([&](const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t l) {
+      return cvx::ulysses_attention(q, k, v, l, group, lengths, cvx::scaled_dot_product_attention);
+    });
+    const auto part = cvx::compute_training_loss(model, scheduler, inputs, draws, options);
+    part.loss.backward();
+    const std::string label = variant + ", " + std::to_string(num_tokens) + " tokens on " + std::to_string(parts);
+    auto total = part.per_sample_loss.detach().clone();
+    cvx::all_reduce(group, total, cvx::ReduceOp::sum);
+    expect_close(total, whole.per_sample_loss.detach(), "per-sample losses, " + label);
     size_t i = 0;
     for (const auto& item : model->named_parameters()) {
       const auto& p = item.value();

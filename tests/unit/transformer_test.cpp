@@ -350,3 +350,21 @@ TEST(TransformerSeam, CheckpointingWithLoraDropoutGivesTheGradientsOfNoCheckpoin
   for (size_t i = 0; i < plain.size(); ++i)
     EXPECT_TRUE(torch::allclose(plain[i], recomputed[i], 1e-5, 1e-7)) << "adapter gradient " << i;
 }
+
+// Sequence parallelism compares a slice of the model's token outputs with the same slice of the
+// target: patchify must be unpatchify's exact inverse (a permutation), and forward the unpatchified
+// forward_tokens.
+TEST(Transformer, PatchifyInvertsUnpatchifyAndForwardIsUnpatchifiedTokens) {
+  for (const std::string variant : {"2b", "1.5-t2v"}) {
+    const auto config = cvx::tiny_transformer(variant);
+    torch::manual_seed(3);
+    cvx::CogVideoXTransformer model(config);
+    const int64_t frames = config.patch_size_t ? 4 : 3;
+    const auto x = torch::randn({2, frames, config.out_channels, config.sample_height, config.sample_width});
+    const auto tokens = model->patchify(x);
+    EXPECT_TRUE(torch::equal(model->unpatchify(tokens, frames, x.size(3), x.size(4)), x)) << variant;
+    EXPECT_EQ(tokens.size(2),
+              config.out_channels * config.patch_size * config.patch_size * config.patch_size_t.value_or(1))
+        << variant;
+  }
+}

@@ -141,6 +141,9 @@ struct CogVideoXTransformerImpl : torch::nn::Module {
                                TransformerTrace* trace = nullptr);
   // tokens [B, N, K] of latents [B, T, C, H, W] -> [B, T, Cout, H, W] (forward = unpatchify of all tokens).
   torch::Tensor unpatchify(const torch::Tensor& tokens, int64_t frames, int64_t height, int64_t width) const;
+  // The inverse: x [B, T, Cout, H, W] -> [B, N, K] in the token order of forward_tokens (a loss
+  // on a slice of the tokens compares like with like).
+  torch::Tensor patchify(const torch::Tensor& x) const;
   // The attention core of every block (attention.h); an empty runner restores the default.
   void set_attention_runner(const AttentionRunner& runner);
 

@@ -73,6 +73,11 @@ struct LossOptions {
   bool i2v = false;  // from the transformer config (in_channels = 2 x out_channels); checked against it
   ImageLatentScale image_scale = ImageLatentScale::multiply;
   double vae_scaling_factor = 0.7;
+  // Sequence parallelism: only these video tokens (transformer forward_tokens; the attention
+  // runner sees the rest). The loss is then this slice's share: the sum over the slices of a
+  // sample's tokens is the sample's loss (per-sample terms divided by the WHOLE sample's element
+  // count), and model_pred / latent_pred are tokens [B, n, K]. Length -1: the whole sample.
+  VideoTokenSlice token_slice;
 };
 
 // The latent frame count the transformer sees for `latent_frames` stored frames:
