@@ -27,6 +27,7 @@
 #include "cvx/data/store_reader.h"
 #include "cvx/diffusion/scheduler.h"
 #include "cvx/dist/fsdp_engine.h"
+#include "cvx/dist/sequence_parallel.h"
 #include "cvx/dist/sharded_adamw.h"
 #include "cvx/dist/sharded_state.h"
 #include "cvx/dist/world_communicator.h"
@@ -150,6 +151,11 @@ class TrainingJob {
   int64_t start_step_ = 0;
   std::optional<CheckpointFolder> resumed_from_;
   std::optional<Validator> validator_;
+  // Sequence parallelism: groups of seq_size_ consecutive ranks split each sample's video tokens;
+  // the data-parallel world (sampler, global batch) is world / seq_size_.
+  int seq_size_ = 1, dp_rank_ = 0, dp_size_ = 1;
+  std::unique_ptr<Communicator> seq_comm_;
+  std::vector<int64_t> seq_lengths_;
   bool stopped_early_ = false;  // should_stop ended the run before total_steps_
   double flops_per_sample_ = 0, peak_tflops_ = 0;
   // Rank 0's TensorBoard event file, opened by train(): step scalars, and validation's images.
@@ -158,6 +164,11 @@ class TrainingJob {
 
 int TrainingJob::run() {
   output_dir_ = t_.output_dir;
+  seq_size_ = static_cast<int>(config_.parallel.sequence_parallel_size);
+  CVX_CHECK_AS(ConfigError, ctx_.mpi->size % seq_size_ == 0, "[parallel] sequence_parallel_size = ", seq_size_,
+               " does not divide the ", ctx_.mpi->size, " rank(s): run on a multiple of it");
+  dp_rank_ = ctx_.mpi->rank / seq_size_;
+  dp_size_ = ctx_.mpi->size / seq_size_;
   // A wrong resume path or a damaged checkpoint is an error before anything heavy happens.
   resumed_from_ = agree_on_resume_checkpoint();
   open_store();
@@ -213,10 +224,10 @@ void TrainingJob::open_store() {
   } else {
     CVX_INFO << "latent store " << store.string() << ": " << rows_.size() << " samples";
   }
-  const int64_t per_micro_step = t_.batch_size * ctx_.mpi->size;
+  const int64_t per_micro_step = t_.batch_size * dp_size_;
   CVX_CHECK_AS(ConfigError, per_micro_step <= static_cast<int64_t>(rows_.size()),
-               "[train] batch_size = ", t_.batch_size, " on ", ctx_.mpi->size, " rank(s) takes ", per_micro_step,
-               " samples per micro-step, more than the ", rows_.size(),
+               "[train] batch_size = ", t_.batch_size, " on ", dp_size_, " data-parallel rank(s) takes ",
+               per_micro_step, " samples per micro-step, more than the ", rows_.size(),
                " samples of the store: lower batch_size or run on fewer ranks");
 }
 
@@ -229,6 +240,7 @@ void TrainingJob::build_model() {
                " holds latents of ", header_.latent_shape[0], " channels but the transformer of ", config_.model.path,
                " takes ", tc_.out_channels,
                " (its VAE and transformer do not belong together): make the store with this model's vae/");
+  check_sequence_parallel_size(tc_.num_attention_heads, seq_size_);
   // The compute dtype the engine is planned with (one reading of mixed_precision: memory_plan).
   const FsdpOptions options = engine_options(config_);
   const torch::Dtype dtype = *options.precision.param_dtype;
@@ -249,6 +261,7 @@ void TrainingJob::build_model() {
     for (auto& p : model_->parameters()) p.set_requires_grad(true);
   }
   comm_ = make_communicator(config_.parallel, ctx_.mpi->world, device_);
+  if (seq_size_ > 1) seq_comm_ = comm_->split(dp_rank_, ctx_.mpi->rank % seq_size_, "sequence");
   engine_ = std::make_unique<FsdpEngine>(model_->sharding_units(), *comm_, options, device_);
   const auto report = engine_->load(*transformer_folder.weights);
   CVX_INFO << "transformer: " << report.num_loaded << " tensors, " << report.bytes_read / (1 << 20)
@@ -272,6 +285,15 @@ void TrainingJob::build_model() {
   geometry_.latent_height = header_.latent_shape[2];
   geometry_.latent_width = header_.latent_shape[3];
   geometry_.text_tokens = tc_.max_text_seq_length;
+  if (seq_size_ > 1) {
+    seq_lengths_ = sequence_split(video_tokens(tc_, geometry_), seq_size_);
+    const int r = seq_comm_->rank();
+    loss_options_.token_slice = {slice_offsets(seq_lengths_)[static_cast<size_t>(r)],
+                                 seq_lengths_[static_cast<size_t>(r)]};
+    CVX_INFO << "sequence parallel: " << seq_size_ << " ranks per sample, " << video_tokens(tc_, geometry_)
+             << " video tokens split " << seq_lengths_.front() << ".." << seq_lengths_.back() << " per rank, "
+             << tc_.num_attention_heads / seq_size_ << " heads per rank in attention";
+  }
   loss_options_.i2v = tc_.is_i2v();
   loss_options_.vae_scaling_factor = header_.vae_scaling_factor;
   const std::string scale =
@@ -309,7 +331,7 @@ void TrainingJob::build_model() {
 void TrainingJob::resume() {
   const int64_t world = ctx_.mpi->size;
   sampler_ = std::make_unique<DistributedSampler>(static_cast<int64_t>(rows_.size()), t_.batch_size,
-                                                  t_.gradient_accumulation_steps, ctx_.mpi->rank, world,
+                                                  t_.gradient_accumulation_steps, dp_rank_, dp_size_,
                                                   static_cast<uint64_t>(t_.seed));
   total_steps_ = t_.train_steps > 0 ? t_.train_steps : t_.train_epochs * sampler_->steps_per_epoch();
   LrScheduleConfig lr;
@@ -321,7 +343,9 @@ void TrainingJob::resume() {
   lr.power = t_.lr_power;
   schedule_ = std::make_unique<LrSchedule>(lr);
   // Each rank's LoRA-dropout stream; replaced by the saved one on resume.
-  torch::manual_seed(static_cast<uint64_t>(t_.seed) + 1000003ull * static_cast<uint64_t>(ctx_.mpi->rank + 1));
+  // (By data-parallel rank: the ranks of a sequence group compute the same text tokens, which must
+  // see the same dropout.)
+  torch::manual_seed(static_cast<uint64_t>(t_.seed) + 1000003ull * static_cast<uint64_t>(dp_rank_ + 1));
 
   if (!resumed_from_) {
     if (t_.resume_from_checkpoint == "latest" || t_.resume_from_checkpoint == "latest_valid")
@@ -362,6 +386,17 @@ void TrainingJob::enqueue_next_batch() {
 
 double TrainingJob::train_step(int64_t step, double* data_wait) {
   const int64_t accumulation = t_.gradient_accumulation_steps;
+  // Installed for the step only (validation runs whole sequences); recomputation in backward uses it too.
+  struct AttentionRunnerScope {
+    CogVideoXTransformer& model;
+    ~AttentionRunnerScope() { model->set_attention_runner({}); }
+  } runner_scope{model_};
+  if (seq_comm_) {
+    model_->set_attention_runner(
+        [this](const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t text_len) {
+          return ulysses_attention(q, k, v, text_len, *seq_comm_, seq_lengths_, scaled_dot_product_attention);
+        });
+  }
   engine_->zero_grad();
   double loss_sum = 0;
   *data_wait = 0;
@@ -374,7 +409,7 @@ double TrainingJob::train_step(int64_t step, double* data_wait) {
     enqueue_next_batch();
 
     // Per-sample draws, keyed by the sample's global position (see the file comment).
-    const int64_t first_position = q.before.position + ctx_.mpi->rank * t_.batch_size;
+    const int64_t first_position = q.before.position + dp_rank_ * t_.batch_size;
     std::vector<torch::Tensor> latents;
     std::vector<LossDraws> sample_draws;
     const auto moments = batch.moments.to(torch::kFloat32);  // [B, 2C, F', h, w]
@@ -399,8 +434,10 @@ double TrainingJob::train_step(int64_t step, double* data_wait) {
 
     const LossOutputs out = compute_training_loss(model_, *noise_scheduler_, inputs, draws, loss_options_,
                                                   vae_.is_empty() ? nullptr : &vae_);
-    engine_->backward(out.loss / static_cast<double>(accumulation));
-    loss_sum += out.loss.item<double>();
+    // The engine averages gradients over all ranks; a sequence group's P partial losses add up to its
+    // samples' loss, so each is scaled by P (the data-parallel average of whole-sample gradients).
+    engine_->backward(out.loss * static_cast<double>(seq_size_) / static_cast<double>(accumulation));
+    loss_sum += out.loss.item<double>() * seq_size_;
   }
   auto total = torch::tensor({loss_sum / static_cast<double>(accumulation)}, torch::kFloat64);
   if (device_.is_cuda()) total = total.to(device_);
@@ -419,7 +456,7 @@ void TrainingJob::train() {
     metrics.emplace(output_dir_ / "metrics.jsonl", start_step_);
     tensorboard_.emplace(output_dir_ / "tensorboard");
   }
-  const int64_t global_batch = t_.batch_size * t_.gradient_accumulation_steps * world;
+  const int64_t global_batch = t_.batch_size * t_.gradient_accumulation_steps * dp_size_;
   const double tokens_per_sample = static_cast<double>(video_tokens(tc_, geometry_) + geometry_.text_tokens);
   CVX_INFO << "training: steps " << start_step_ << " -> " << total_steps_ << ", global batch " << global_batch << " ("
            << sampler_->steps_per_epoch() << " steps per epoch over " << rows_.size() << " samples), "
@@ -464,7 +501,7 @@ void TrainingJob::train() {
     r.samples = global_batch;
     r.samples_per_second = static_cast<double>(global_batch) / seconds;
     r.tokens_per_second = r.samples_per_second * tokens_per_sample;
-    r.tflops = flops_per_sample_ * static_cast<double>(global_batch / world) / seconds / 1e12;
+    r.tflops = flops_per_sample_ * static_cast<double>(global_batch) / static_cast<double>(world) / seconds / 1e12;
     r.mfu = peak_tflops_ > 0 ? r.tflops / peak_tflops_ : -1;
     r.eta_seconds =
         seconds_since(run_start) / static_cast<double>(steps_this_run) * static_cast<double>(total_steps_ - step - 1);
@@ -607,7 +644,8 @@ int run_training(const AppContext& ctx, const TrainRunConfig& config, const Trai
   CVX_CHECK_AS(ConfigError, simulated == 0 || t.dry_run, "[parallel] simulate_world_size = ", simulated,
                " plans a world that is not there: it needs --dry_run");
   const int world_size = simulated > 0 ? simulated : ctx.mpi->size;
-  const int64_t global_batch = t.batch_size * t.gradient_accumulation_steps * world_size;
+  const int64_t seq = config.parallel.sequence_parallel_size;
+  const int64_t global_batch = t.batch_size * t.gradient_accumulation_steps * (world_size / seq);
   std::ostringstream lora;
   if (t.training_type == "lora") lora << "; LoRA rank " << config.lora.rank << ", scale " << config.lora.scale();
   const std::string backend = resolve_backend(config.parallel.backend, rank_device(*ctx.mpi));
@@ -615,7 +653,9 @@ int run_training(const AppContext& ctx, const TrainRunConfig& config, const Trai
            << config.model.variant << ", compute dtype "
            << dtype_name(parse_mixed_precision(t.mixed_precision, "[train] mixed_precision")) << ") on clips "
            << resolution.to_string() << "; global batch " << global_batch << " = " << t.batch_size << " per rank x "
-           << t.gradient_accumulation_steps << " accumulation x " << world_size << " rank(s)"
+           << t.gradient_accumulation_steps << " accumulation x " << world_size / seq << " data-parallel rank(s)"
+           << (seq > 1 ? " (" + std::to_string(world_size) + " ranks, sequence parallel " + std::to_string(seq) + ")"
+                       : std::string())
            << (simulated > 0 ? " (simulated)" : "") << "; sharding " << config.parallel.resolved_sharding() << " over "
            << backend << lora.str();
   // The memory plan needs the transformer's shape: from the model folder, or the variant's preset.

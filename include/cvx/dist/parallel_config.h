@@ -15,6 +15,7 @@ struct ParallelConfig {
   std::string reduce_dtype = "fp32";
   int64_t simulate_world_size = 0;
   int64_t zero_stage = 0;  // 0: `sharding` decides; 2 or 3 override it (DeepSpeed's names)
+  int64_t sequence_parallel_size = 1;
 
   template <class V>
   void visit(V& v) {
@@ -28,6 +29,9 @@ struct ParallelConfig {
     v("simulate_world_size", simulate_world_size,
       "with --dry_run: plan (and print the per-rank memory of) a world of this many ranks; 0 = the real one");
     v("zero_stage", zero_stage, "DeepSpeed's name for the sharding: 3 = full, 2 = grad_optimizer (0: use sharding)");
+    v("sequence_parallel_size", sequence_parallel_size,
+      "ranks that split the tokens of each sample (Ulysses: consecutive ranks, H / P heads each around attention); "
+      "must divide the world size and the attention heads; the data-parallel world is world / P");
   }
   // `sharding` after zero_stage is applied.
   std::string resolved_sharding() const {
@@ -38,6 +42,8 @@ struct ParallelConfig {
     CVX_CHECK_AS(ConfigError, zero_stage == 0 || zero_stage == 2 || zero_stage == 3,
                  "zero_stage must be 2 or 3 (or 0 to use sharding), got ", zero_stage,
                  "; stage 1 shards only optimizer state, which sharding = grad_optimizer already exceeds");
+    CVX_CHECK_AS(ConfigError, sequence_parallel_size >= 1, "sequence_parallel_size must be >= 1 (got ",
+                 sequence_parallel_size, ")");
     CVX_CHECK_AS(ConfigError, simulate_world_size >= 0, "simulate_world_size must be >= 0 (got ", simulate_world_size,
                  ")");
   }
