@@ -38,7 +38,7 @@ FsdpOptions engine_options(const TrainRunConfig& config) {
 }
 
 std::vector<MemoryLine> activation_estimate(const TransformerConfig& c, const Resolution& r, int64_t batch,
-                                            bool checkpointing, int compute_bytes) {
+                                            bool checkpointing, int compute_bytes, int64_t sequence_parallel) {
   const int64_t spatial = 8;  // VAE spatial compression of every released CogVideoX
   int64_t latent_frames = (r.frames - 1) / c.temporal_compression_ratio + 1;
   int64_t temporal_tokens = latent_frames;
@@ -47,7 +47,10 @@ std::vector<MemoryLine> activation_estimate(const TransformerConfig& c, const Re
     temporal_tokens = latent_frames / *c.patch_size_t;
   }
   const int64_t video = temporal_tokens * (r.height / spatial / c.patch_size) * (r.width / spatial / c.patch_size);
-  const int64_t tokens = video + c.max_text_seq_length, d = c.inner_dim(), layers = c.num_layers;
+  // Sequence parallelism: a rank holds its slice of the video tokens (the largest, ceil(N / P)) and
+  // every text token; the attention's head-split exchange buffers are the same size again.
+  const int64_t local_video = (video + sequence_parallel - 1) / sequence_parallel;
+  const int64_t tokens = local_video + c.max_text_seq_length, d = c.inner_dim(), layers = c.num_layers;
   const std::string s = std::to_string(tokens), b = std::to_string(batch), dd = std::to_string(d);
   const std::string cb = std::to_string(compute_bytes), l = std::to_string(layers);
   const uint64_t per_block = static_cast<uint64_t>(batch) * tokens * d;  // elements of one block's input
@@ -86,8 +89,8 @@ std::string plan_memory_report(const TrainRunConfig& config, int world_size) {
   FsdpEngine engine(model->sharding_units(), world, planned, torch::kCPU);
   const Resolution resolution = config.data.resolution();
   const int compute_bytes = static_cast<int>(c10::elementSize(dtype));
-  auto extra =
-      activation_estimate(tc, resolution, config.train.batch_size, config.train.gradient_checkpointing, compute_bytes);
+  auto extra = activation_estimate(tc, resolution, config.train.batch_size, config.train.gradient_checkpointing,
+                                   compute_bytes, config.parallel.sequence_parallel_size);
   if (tc.is_i2v() && config.train.image_latents == "encode") extra.push_back(i2v_encoder_line(config, tc, dtype));
   return format_memory_report(engine.memory(), planned, extra);
 }

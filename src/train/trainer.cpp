@@ -664,8 +664,11 @@ int run_training(const AppContext& ctx, const TrainRunConfig& config, const Trai
       config.model.variant != "auto";
   if (plannable) {
     std::string source;
-    resolve_transformer_config(config.model, &source);
+    const TransformerConfig planned = resolve_transformer_config(config.model, &source);
     CVX_INFO << "transformer configuration from " << source;
+    CVX_CHECK_AS(ConfigError, world_size % seq == 0, "[parallel] sequence_parallel_size = ", seq,
+                 " does not divide the ", world_size, " rank(s): run on a multiple of it");
+    check_sequence_parallel_size(planned.num_attention_heads, static_cast<int>(seq));
     if (ctx.mpi->rank == 0) CVX_INFO << plan_memory_report(config, world_size);
   } else {
     CVX_WARN << "no memory plan: " << config.model.path << " has no transformer/config.json and [model] variant is "

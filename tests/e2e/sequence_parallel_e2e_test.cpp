@@ -82,8 +82,7 @@ TEST(SequenceParallelE2E, CheckpointsResumeAcrossSequenceParallelSizesBothWays) 
   ASSERT_EQ(resumed1.rc, 0) << resumed1.output;
   expect_same_losses(straight, resumed1, "P = 2 -> P = 1");
   fs::remove_all(dir / "straight" / "checkpoint-4");
-  const TrainRun resumed2 =
-      train(f, 2, dir / "straight", args + kSequence2 + " --train.resume_from_checkpoint latest");
+  const TrainRun resumed2 = train(f, 2, dir / "straight", args + kSequence2 + " --train.resume_from_checkpoint latest");
   ASSERT_EQ(resumed2.rc, 0) << resumed2.output;
   expect_same_losses(straight, resumed2, "P = 1 -> P = 2");
 }

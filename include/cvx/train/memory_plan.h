@@ -26,9 +26,11 @@ FsdpOptions engine_options(const TrainRunConfig& config);
 // checkpointing, each block's input (hidden + text, c bytes per element) is kept, plus one block's
 // activations while it recomputes and back-propagates, estimated as 34 B S D c / 2 bytes
 // (Korthikanti et al. 2022 for a transformer layer with 16-bit activations and fused attention;
-// CogVideoX's blocks have the same 4x MLP); without checkpointing every block's.
+// CogVideoX's blocks have the same 4x MLP); without checkpointing every block's. With sequence
+// parallelism S counts one rank's tokens: ceil(video tokens / P) + the text tokens.
 std::vector<MemoryLine> activation_estimate(const TransformerConfig& config, const Resolution& resolution,
-                                            int64_t batch_size, bool checkpointing, int compute_bytes);
+                                            int64_t batch_size, bool checkpointing, int compute_bytes,
+                                            int64_t sequence_parallel = 1);
 
 // I2V with image_latents = encode: the VAE encoder every rank keeps (unsharded, compute dtype;
 // from [model] path's vae/config.json, or the transformer variant's VAE preset). Its per-step
