@@ -92,6 +92,7 @@ nlohmann::json step_json(const StepReport& r) {
                    {"tflops", r.tflops},
                    {"eta_seconds", r.eta_seconds}};
   if (r.mfu >= 0) j["mfu"] = r.mfu;
+  if (r.sequence_bytes > 0) j["sequence_bytes"] = r.sequence_bytes;
   return j;
 }
 

@@ -470,6 +470,7 @@ void TrainingJob::train() {
     if (device_.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device_.index());
 #endif
     const int64_t epoch = queued_.front().before.epoch;
+    if (seq_comm_) seq_comm_->reset_stats();
     double data_wait = 0;
     const double loss = train_step(step, &data_wait);
     const double grad_norm = engine_->clip_grad_norm(t_.max_grad_norm);
@@ -503,6 +504,7 @@ void TrainingJob::train() {
     r.tokens_per_second = r.samples_per_second * tokens_per_sample;
     r.tflops = flops_per_sample_ * static_cast<double>(global_batch) / static_cast<double>(world) / seconds / 1e12;
     r.mfu = peak_tflops_ > 0 ? r.tflops / peak_tflops_ : -1;
+    if (seq_comm_) r.sequence_bytes = seq_comm_->stats().total_bytes();
     r.eta_seconds =
         seconds_since(run_start) / static_cast<double>(steps_this_run) * static_cast<double>(total_steps_ - step - 1);
     if (is_rank0()) {

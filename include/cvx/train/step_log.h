@@ -27,6 +27,7 @@ struct StepReport {
   double tflops = 0;  // executed TFLOP/s per rank (step_flops.h)
   double mfu = -1;    // tflops / peak; negative = unknown peak
   double eta_seconds = 0;
+  uint64_t sequence_bytes = 0;  // sent over the sequence-parallel group in the step (all-to-all + head gathers)
 };
 
 // "step 12/400 | epoch 1 | loss 0.1234 | grad_norm 0.98 | lr 2.00e-05 | 3.21 s/step | data 0.01 s |
