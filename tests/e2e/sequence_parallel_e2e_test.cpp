@@ -41,6 +41,9 @@ TEST(SequenceParallelE2E, TenStepsWithTwoSequenceRanksTrackOneRank) {
   ASSERT_EQ(two.rc, 0) << two.output;
   EXPECT_NE(two.output.find("sequence parallel: 2 ranks per sample"), std::string::npos) << two.output;
   expect_same_losses(one, two, "P = 2 vs P = 1");
+  // The exchanges are counted per step (bench/sp_cpu.sh reports them); none without a group.
+  EXPECT_GT(two.metrics.back().value("sequence_bytes", uint64_t{0}), 0u);
+  EXPECT_FALSE(one.metrics.back().contains("sequence_bytes"));
 }
 
 TEST(SequenceParallelE2E, FourRanksAsTwoDataParallelTimesTwoSequenceEqualTwoDataParallelRanks) {
