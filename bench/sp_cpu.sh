@@ -16,31 +16,9 @@ steps=${1:-8}
 work=$(mktemp -d /tmp/cvx_sp_bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 flags=(--oversubscribe); [ "$(id -u)" -eq 0 ] && flags+=(--allow-run-as-root)
-"$build/bench/bench_train_setup" "$work/model" >/dev/null
-tools/make_synthetic_dataset.sh "$work/data" 4 256x256 9 >/dev/null
-cat > "$work/bench.ini" <<INI
-log_level = warning
-[model]
-path = $work/model
-dtype = fp32
-[data]
-data_root = $work/data
-train_resolution = 9x256x256
-store = $work/store.h5
-[precompute]
-latent_dtype = bf16
-[train]
-mixed_precision = no
-learning_rate = 1e-4
-lr_scheduler = constant
-lr_warmup_steps = 0
-checkpointing_steps = 100000
-plot_metrics = false
-[lora]
-rank = 16
-alpha = 16
-INI
-OMP_NUM_THREADS=1 mpirun "${flags[@]}" -np 2 "$build/cvx_precompute" --config "$work/bench.ini" >/dev/null
+# shellcheck source=train_bench_setup.sh
+source bench/train_bench_setup.sh
+train_bench_setup
 for p in 1 2 4; do
   OMP_NUM_THREADS=1 mpirun "${flags[@]}" -np $p "$build/cvx_train" --config "$work/bench.ini" --num_threads 1 \
     --parallel.sequence_parallel_size $p --train.train_steps "$steps" --train.output_dir "$work/run$p" >/dev/null
