@@ -1,5 +1,7 @@
 #include "cvx/dist/sequence_parallel.h"
 
+#include <algorithm>
+
 #include "cvx/core/error.h"
 
 namespace cvx {
@@ -172,6 +174,24 @@ torch::Tensor heads_to_sequence(const torch::Tensor& y, Communicator& group, con
 }
 
 torch::Tensor gather_heads(const torch::Tensor& x, Communicator& group) { return GatherHeads::apply(x, handle(group)); }
+
+torch::Tensor gather_sequence(const torch::Tensor& x, Communicator& group, const std::vector<int64_t>& lengths) {
+  check_lengths("gather_sequence", group, lengths);
+  CVX_CHECK(x.dim() == 3 && x.size(1) == lengths[static_cast<size_t>(group.rank())], "gather_sequence on ",
+            group.name(), ": expected this rank's [B, ", lengths[static_cast<size_t>(group.rank())], ", K], got ",
+            x.sizes());
+  const int parts = group.size();
+  const int64_t longest = *std::max_element(lengths.begin(), lengths.end());
+  const int64_t batch = x.size(0), dim = x.size(2);
+  auto padded = torch::zeros({batch, longest, dim}, x.options());
+  padded.narrow(1, 0, x.size(1)).copy_(x);
+  auto full = torch::empty({parts * padded.numel()}, x.options());
+  group.all_gather(padded.view(-1), full)->wait();
+  const auto slices = full.view({parts, batch, longest, dim});
+  std::vector<torch::Tensor> pieces;
+  for (int r = 0; r < parts; ++r) pieces.push_back(slices[r].narrow(1, 0, lengths[static_cast<size_t>(r)]));
+  return torch::cat(pieces, 1);  // [B, N, K]
+}
 
 torch::Tensor ulysses_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                 int64_t text_len, Communicator& group, const std::vector<int64_t>& video_lengths,

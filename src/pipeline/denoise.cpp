@@ -19,6 +19,18 @@ torch::Tensor denoise(CogVideoXTransformer& transformer, CogVideoXScheduler& sch
                       const torch::Tensor& image_latents, const std::optional<torch::Tensor>& ofs,
                       const RotaryEmbedding* rope, const DenoiseOptions& options,
                       const CogVideoXScheduler::NoiseFn& noise, const DenoiseCallback& callback) {
+  const TransformerCall call = [&](const torch::Tensor& x, const torch::Tensor& embeds, const torch::Tensor& t,
+                                   const std::optional<torch::Tensor>& o,
+                                   const RotaryEmbedding* r) { return transformer->forward(x, embeds, t, o, r); };
+  return denoise(call, scheduler, std::move(latents), prompt_embeds, negative_embeds, image_latents, ofs, rope, options,
+                 noise, callback);
+}
+
+torch::Tensor denoise(const TransformerCall& call, CogVideoXScheduler& scheduler, torch::Tensor latents,
+                      const torch::Tensor& prompt_embeds, const torch::Tensor& negative_embeds,
+                      const torch::Tensor& image_latents, const std::optional<torch::Tensor>& ofs,
+                      const RotaryEmbedding* rope, const DenoiseOptions& options,
+                      const CogVideoXScheduler::NoiseFn& noise, const DenoiseCallback& callback) {
   torch::NoGradGuard no_grad;
   const bool cfg = options.guidance_scale > 1.0;
   CVX_CHECK(!cfg || negative_embeds.defined(), "denoise: classifier-free guidance needs negative prompt embeddings");
@@ -34,7 +46,7 @@ torch::Tensor denoise(CogVideoXTransformer& transformer, CogVideoXScheduler& sch
     auto x_in = cfg ? torch::cat({latents, latents}, 0) : latents;
     if (image_in.defined()) x_in = torch::cat({x_in, image_in}, 2);
     const auto t_batch = torch::full({x_in.size(0)}, t, torch::kLong);
-    const auto raw = transformer->forward(x_in, embeds, t_batch, ofs, rope);
+    const auto raw = call(x_in, embeds, t_batch, ofs, rope);
     auto v = raw.to(torch::kFloat32);
     const double w = guidance_at(options.guidance_scale, options.use_dynamic_cfg, t, options.num_inference_steps);
     if (cfg) {

@@ -9,6 +9,9 @@
 #include "cvx/data/dataset_lists.h"
 #include "cvx/data/image_io.h"
 #include "cvx/data/video_writer.h"
+#include "cvx/dist/sequence_parallel.h"
+#include "cvx/dist/world_communicator.h"
+#include "cvx/io/model_folder.h"
 #include "cvx/model/lora.h"
 #include "cvx/model/model_variant.h"
 #include "cvx/pipeline/video_pipeline.h"
@@ -51,10 +54,32 @@ int run_generate(const AppContext& ctx, const GenerateConfig& config) {
   // Fail before the (slow) model load on inputs that cannot work.
   for (const auto& image : images) CVX_CHECK_AS(ConfigError, fs::exists(image), "image ", image, " does not exist");
   const auto dtype = parse_dtype(config.dtype, "dtype");
+  // Sequence parallelism: groups of P consecutive ranks sample one video together; prompt i goes
+  // to group i mod (world / P), and the group's first rank decodes and writes it.
+  const int seq_size = static_cast<int>(config.sequence_parallel_size);
+  CVX_CHECK_AS(ConfigError, ctx.mpi->size % seq_size == 0, "sequence_parallel_size = ", seq_size,
+               " does not divide the ", ctx.mpi->size, " ranks: run a multiple of ", seq_size,
+               " ranks or lower sequence_parallel_size");
+  if (seq_size > 1) {
+    const auto folder = open_component(fs::path(config.model_path) / "transformer");
+    check_sequence_parallel_size(
+        TransformerConfig::from_json(folder.config, folder.config_file.string()).num_attention_heads, seq_size);
+  }
+  const int group_index = ctx.mpi->rank / seq_size, num_groups = ctx.mpi->size / seq_size;
+  const bool writer_rank = ctx.mpi->rank % seq_size == 0;
   // The VAE stays in fp32 on the CPU (no fast bf16 convolutions there); bf16 on GPUs.
   const torch::Device device = rank_device(*ctx.mpi);
   const bool cuda = device.is_cuda();
+  std::unique_ptr<Communicator> world, sequence_group;
+  if (seq_size > 1) {
+    world = make_communicator(ParallelConfig{}, ctx.mpi->world, device);
+    sequence_group = world->split(group_index, ctx.mpi->rank % seq_size, "sequence");
+  }
   VideoPipeline pipeline = VideoPipeline::load(config.model_path, dtype, cuda ? dtype : torch::kFloat32, device);
+  pipeline.sequence_group = sequence_group.get();
+  if (seq_size > 1)
+    CVX_INFO << "sequence parallel: " << seq_size << " ranks per video (group " << group_index << " of " << num_groups
+             << "), " << pipeline.transformer->config.num_attention_heads / seq_size << " heads per rank in attention";
   CVX_INFO << "models loaded on " << device << " (" << config.dtype << ")";
   if (config.vae_tiling) pipeline.vae->enable_tiling();
   // auto: DPM for the 5b-class models and DDIM for 2b, as the official demo samples them.
@@ -69,7 +94,7 @@ int run_generate(const AppContext& ctx, const GenerateConfig& config) {
   const int64_t fps = config.fps > 0 ? config.fps : (pipeline.transformer->config.patch_size_t ? 16 : 8);
 
   for (size_t i = 0; i < prompts.size(); ++i) {
-    if (static_cast<int>(i % ctx.mpi->size) != ctx.mpi->rank) continue;
+    if (static_cast<int>(i % static_cast<size_t>(num_groups)) != group_index) continue;
     GenerateRequest request;
     request.prompt = prompts[i];
     request.negative_prompt = config.negative_prompt;
@@ -81,6 +106,7 @@ int run_generate(const AppContext& ctx, const GenerateConfig& config) {
     request.denoise.guidance_scale = config.guidance_scale;
     request.denoise.use_dynamic_cfg = config.use_dynamic_cfg;
     request.seed = static_cast<uint64_t>(config.seed);
+    request.decode = writer_rank;
     const auto start = std::chrono::steady_clock::now();
     auto progress = [&](const DenoiseStep& step) {
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -89,7 +115,8 @@ int run_generate(const AppContext& ctx, const GenerateConfig& config) {
                << config.num_inference_steps << " t=" << step.timestep << " " << per_step << " s/step, ETA "
                << per_step * static_cast<double>(config.num_inference_steps - step.index - 1) << " s";
     };
-    const auto result = pipeline.generate(request, progress);
+    const auto result = pipeline.generate(request, writer_rank ? DenoiseCallback(progress) : DenoiseCallback());
+    if (!writer_rank) continue;
     const fs::path out = output_for(config.output, i, prompts.size());
     if (out.has_parent_path()) fs::create_directories(out.parent_path());
     const auto frames = to_uint8_frames(result.video);

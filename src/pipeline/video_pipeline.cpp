@@ -3,6 +3,7 @@
 #include "cvx/core/error.h"
 #include "cvx/io/json_file.h"
 #include "cvx/io/model_folder.h"
+#include "cvx/pipeline/sequence_parallel_transformer.h"
 
 extern "C" {
 #include <libswscale/swscale.h>
@@ -141,9 +142,15 @@ GenerateResult VideoPipeline::generate(const GenerateRequest& request_in, const 
   if (c.ofs_embed_dim) ofs = torch::full({1}, 2.0, torch::TensorOptions().dtype(dtype).device(device));
 
   CogVideoXScheduler scheduler(scheduler_config);
-  result.final_latents = denoise(transformer, scheduler, latents, result.prompt_embeds, result.negative_prompt_embeds,
-                                 result.image_latents, ofs, rope.cos.defined() ? &rope : nullptr, r.denoise,
-                                 generator_noise(generator), callback);
+  const TransformerCall call =
+      sequence_group != nullptr && sequence_group->size() > 1
+          ? SequenceParallelTransformer(transformer, *sequence_group).call()
+          : TransformerCall([this](const torch::Tensor& x, const torch::Tensor& e, const torch::Tensor& t,
+                                   const std::optional<torch::Tensor>& o,
+                                   const RotaryEmbedding* rp) { return transformer->forward(x, e, t, o, rp); });
+  result.final_latents =
+      denoise(call, scheduler, latents, result.prompt_embeds, result.negative_prompt_embeds, result.image_latents, ofs,
+              rope.cos.defined() ? &rope : nullptr, r.denoise, generator_noise(generator), callback);
   if (r.decode) result.video = decode(result.final_latents.narrow(1, extra, frames - extra));
   return result;
 }

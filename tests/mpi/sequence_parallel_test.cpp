@@ -1,7 +1,8 @@
 // Ulysses sequence parallelism (dist/sequence_parallel.h) on 1, 2 and 4 ranks: the joint text +
 // video attention with the video tokens split over the ranks equals attention on the whole
 // sequence, forward and backward, for token counts that divide by the rank count and ones that do
-// not (down to ranks holding no token).
+// not (down to ranks holding no token); the transformer and the loss on token slices; sampling with
+// a sequence group gives the latents of the whole model.
 #include <gtest/gtest.h>
 
 #include "cvx/core/error.h"
@@ -9,6 +10,8 @@
 #include "cvx/dist/sequence_parallel.h"
 #include "cvx/model/attention.h"
 #include "cvx/model/transformer.h"
+#include "cvx/model/vae.h"
+#include "cvx/pipeline/video_pipeline.h"
 #include "cvx/train/training_loss.h"
 
 namespace {
@@ -217,5 +220,56 @@ TEST(SequenceParallel, LossOfTokenSlicesSumsToTheWholeLossAndGradients) {
       expect_close_sum(grad, expected[i++], "d" + item.key() + ", " + label);
     }
     model->set_attention_runner({});
+  }
+}
+
+// Sampling (VideoPipeline::generate, as cvx_generate and validation run it) with the group as its
+// sequence group: every rank ends with the final latents of the whole model, T2V and I2V, 1.0 and
+// 1.5, at a size whose token count the ranks do not divide evenly (1.0: 3 x 3 x 5 = 45 tokens; 1.5:
+// 2 x 15 = 30), with classifier-free guidance (a batch of 2) and DPM's per-step noise.
+TEST(SequenceParallel, SamplingOnSplitTokensGivesTheLatentsOfTheWholeModel) {
+  MpiCommunicator group(MPI_COMM_WORLD, "sequence");
+  for (const std::string variant : {"5b", "1.5-t2v", "1.5-i2v"}) {
+    cvx::TransformerConfig config = cvx::tiny_transformer(variant);
+    config.num_attention_heads = 4;  // divisible by 1, 2 and 4 ranks
+    torch::manual_seed(11);
+    cvx::CogVideoXTransformer model(config);
+    {
+      // Non-zero norms and output projection, so every token's output depends on attention.
+      torch::NoGradGuard no_grad;
+      for (auto& p : model->parameters()) p.normal_(0.0, p.dim() == 1 ? 0.3 : 0.2);
+    }
+    model->eval();
+    auto pipeline = cvx::VideoPipeline::from_parts(model, cvx::make_tiny_vae(3, variant),
+                                                   cvx::sampling_scheduler({}, "dpm", variant), torch::kCPU);
+    cvx::GenerateRequest request;
+    request.height = 48;
+    request.width = 80;
+    request.num_frames = 9;
+    request.denoise.num_inference_steps = 4;
+    request.denoise.guidance_scale = 6.0;
+    request.seed = 7;
+    request.decode = false;
+    auto gen = at::detail::createCPUGenerator(13);
+    request.prompt_embeds = torch::randn({1, config.max_text_seq_length, config.text_embed_dim}, gen);
+    request.negative_prompt_embeds = torch::randn({1, config.max_text_seq_length, config.text_embed_dim}, gen);
+    if (config.is_i2v()) request.image = torch::randint(0, 256, {48, 80, 3}, gen, torch::kLong).to(torch::kUInt8);
+    const auto reference = pipeline.generate(request).final_latents;
+
+    pipeline.sequence_group = &group;
+    std::vector<torch::Tensor> outputs;
+    const auto split =
+        pipeline.generate(request, [&](const cvx::DenoiseStep& step) { outputs.push_back(step.transformer_output); })
+            .final_latents;
+    const std::string label = variant + " on " + std::to_string(group.size()) + " rank(s)";
+    // The same fp32 per-head arithmetic on other token blocks (~1e-7 relative per evaluation),
+    // carried through four DPM steps: 1e-5 relative with a floor for values near 0.
+    EXPECT_TRUE(torch::allclose(split, reference, 1e-5, 1e-5))
+        << label << ": max difference " << (split - reference).abs().max().item<double>();
+    // Every rank holds the whole output of every step, and the runner is gone afterwards.
+    ASSERT_EQ(outputs.size(), 4u) << label;
+    EXPECT_EQ(outputs[0].sizes(), (std::vector<int64_t>{2, split.size(1), config.out_channels, 6, 10})) << label;
+    pipeline.sequence_group = nullptr;
+    EXPECT_TRUE(torch::equal(pipeline.generate(request).final_latents, reference)) << label << " (runner removed)";
   }
 }

@@ -45,6 +45,11 @@ torch::Tensor heads_to_sequence(const torch::Tensor& y, Communicator& group, con
 // Backward: the gradient's chunk of this rank's heads, summed over the group.
 torch::Tensor gather_heads(const torch::Tensor& x, Communicator& group);
 
+// x [B, N_r, K] (this rank's slice of a sequence) -> [B, N, K] (every rank's slices in rank order),
+// the same on every rank of the group. No gradient (sampling: each rank needs the whole output for
+// the scheduler step). Slices are padded to the longest for one all-gather.
+torch::Tensor gather_sequence(const torch::Tensor& x, Communicator& group, const std::vector<int64_t>& lengths);
+
 // q, k, v [B, h, S, Dh] -> [B, h, S, Dh]: the attention itself (the model's scaled dot-product
 // attention; dist/ does not know the model).
 using AttendFn = std::function<torch::Tensor(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v)>;

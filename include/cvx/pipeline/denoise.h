@@ -32,6 +32,13 @@ struct DenoiseStep {
 };
 using DenoiseCallback = std::function<void(const DenoiseStep&)>;
 
+// One transformer evaluation as CogVideoXTransformerImpl::forward takes it: x [B, T, Cin, H, W],
+// embeds [B, L, D], timesteps [B], ofs, rope -> [B, T, Cout, H, W]. Sequence parallelism swaps in
+// a call that computes a slice of the tokens per rank and gathers them.
+using TransformerCall =
+    std::function<torch::Tensor(const torch::Tensor& x, const torch::Tensor& embeds, const torch::Tensor& timesteps,
+                                const std::optional<torch::Tensor>& ofs, const RotaryEmbedding* rope)>;
+
 // The guidance weight of a step: g, or with dynamic CFG 1 + g (1 - cos(pi ((N - t) / N)^5)) / 2
 // with t the integer timestep value, as the reference computes it.
 double guidance_at(double guidance_scale, bool dynamic, int64_t timestep, int64_t num_inference_steps);
@@ -41,6 +48,12 @@ double guidance_at(double guidance_scale, bool dynamic, int64_t timestep, int64_
 // [B, T, C, h, w] for I2V (undefined for T2V); ofs for 1.5-I2V; rope for RoPE models.
 // Returns the final latents [B, T, C, h, w] in the prompt embeddings' dtype.
 torch::Tensor denoise(CogVideoXTransformer& transformer, CogVideoXScheduler& scheduler, torch::Tensor latents,
+                      const torch::Tensor& prompt_embeds, const torch::Tensor& negative_embeds,
+                      const torch::Tensor& image_latents, const std::optional<torch::Tensor>& ofs,
+                      const RotaryEmbedding* rope, const DenoiseOptions& options,
+                      const CogVideoXScheduler::NoiseFn& noise, const DenoiseCallback& callback = {});
+// The same loop with the transformer evaluated by `call`.
+torch::Tensor denoise(const TransformerCall& call, CogVideoXScheduler& scheduler, torch::Tensor latents,
                       const torch::Tensor& prompt_embeds, const torch::Tensor& negative_embeds,
                       const torch::Tensor& image_latents, const std::optional<torch::Tensor>& ofs,
                       const RotaryEmbedding* rope, const DenoiseOptions& options,

@@ -29,6 +29,7 @@ struct GenerateConfig {
   std::string output = "output.mp4";
   bool save_frames = false;
   bool vae_tiling = false;
+  int64_t sequence_parallel_size = 1;
 
   template <class V>
   void visit(V& v) {
@@ -57,6 +58,9 @@ struct GenerateConfig {
     v("output", output, "output mp4; with several prompts, NAME_000.mp4, NAME_001.mp4, ...");
     v("save_frames", save_frames, "also write every frame as PNG into a folder next to the mp4");
     v("vae_tiling", vae_tiling, "decode in overlapping spatial tiles (less memory, slightly different pixels)");
+    v("sequence_parallel_size", sequence_parallel_size,
+      "ranks that sample one video together, each computing a slice of its tokens (Ulysses; consecutive ranks); "
+      "must divide the world size and the attention heads; prompts go to the world / P groups in turn");
   }
   void validate() const {
     CVX_CHECK_AS(ConfigError, !model_path.empty(), "model_path is required");
@@ -65,6 +69,8 @@ struct GenerateConfig {
     CVX_CHECK_AS(ConfigError, num_inference_steps > 0, "num_inference_steps must be > 0");
     CVX_CHECK_AS(ConfigError, fps >= 0, "fps must be >= 0");
     CVX_CHECK_AS(ConfigError, lora_scale >= 0, "lora_scale must be >= 0");
+    CVX_CHECK_AS(ConfigError, sequence_parallel_size >= 1, "sequence_parallel_size must be >= 1 (got ",
+                 sequence_parallel_size, ")");
   }
 };
 

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "cvx/diffusion/scheduler.h"
+#include "cvx/dist/communicator.h"
 #include "cvx/model/model_variant.h"
 #include "cvx/model/prompt_encoder.h"
 #include "cvx/model/transformer.h"
@@ -67,6 +68,10 @@ class VideoPipeline {
   std::shared_ptr<PromptEncoder> prompt_encoder;
   SchedulerConfig scheduler_config;
   torch::Device device = torch::kCPU;
+  // Sequence parallelism (sequence_parallel_transformer.h): when set with more than one rank, every
+  // rank of this group runs generate() with the same request, computes its slice of the tokens
+  // and gets the same latents; the caller decides which rank decodes (GenerateRequest::decode).
+  Communicator* sequence_group = nullptr;
 };
 
 // The scheduler the pipelines sample with: `choice` "dpm", "ddim", or "auto" (DPM for the 5b-class
