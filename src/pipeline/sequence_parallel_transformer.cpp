@@ -41,9 +41,8 @@ torch::Tensor SequenceParallelTransformer::operator()(const torch::Tensor& x, co
 
 TransformerCall SequenceParallelTransformer::call() const {
   return [self = *this](const torch::Tensor& x, const torch::Tensor& embeds, const torch::Tensor& t,
-                        const std::optional<torch::Tensor>& ofs, const RotaryEmbedding* rope) mutable {
-    return self(x, embeds, t, ofs, rope);
-  };
+                        const std::optional<torch::Tensor>& ofs,
+                        const RotaryEmbedding* rope) mutable { return self(x, embeds, t, ofs, rope); };
 }
 
 }  // namespace cvx

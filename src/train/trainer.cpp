@@ -546,7 +546,8 @@ void TrainingJob::prepare_validation(torch::Dtype dtype) {
   setup.width = header_.width;
   setup.transformer = tc_;
   setup.scheduler = model_scheduler_config(config_.model.path, tc_);
-  validator_.emplace(config_.validation, setup, ctx_.mpi->rank, ctx_.mpi->size);
+  // Under sequence parallelism the prompts go to the data-parallel ranks (sequence groups).
+  validator_.emplace(config_.validation, setup, dp_rank_, dp_size_);
   validator_->encode_prompts();
 }
 
@@ -556,7 +557,7 @@ void TrainingJob::run_validation(int64_t step) {
   // where training left it, so a run's losses do not depend on validation.
   const RngSnapshot rng = RngSnapshot::capture(device_);
   model_->eval();
-  const ValidationResult result = validator_->run(step, model_, *comm_);
+  const ValidationResult result = validator_->run(step, model_, *comm_, seq_comm_.get());
   model_->train();
   rng.replay();
   if (tensorboard_) {

@@ -258,19 +258,22 @@ void Validator::release_vae(AutoencoderKLCogVideoX& vae) {
   vae = AutoencoderKLCogVideoX{nullptr};
 }
 
-ValidationResult Validator::run(int64_t step, CogVideoXTransformer& transformer, Communicator& comm) {
+ValidationResult Validator::run(int64_t step, CogVideoXTransformer& transformer, Communicator& comm,
+                                Communicator* sequence_group) {
   torch::NoGradGuard no_grad;
   const auto start = std::chrono::steady_clock::now();
   ValidationResult result;
   result.dir = setup_.output_dir / "validation" / ("step-" + std::to_string(step));
   result.num_videos = num_prompts();
-  if (rank_ == 0) fs::create_directories(result.dir);
+  const bool writer = sequence_group == nullptr || sequence_group->rank() == 0;
+  if (comm.rank() == 0) fs::create_directories(result.dir);
   comm.barrier();
 
   AutoencoderKLCogVideoX vae = acquire_vae();
   VideoPipeline pipeline = VideoPipeline::from_parts(
       transformer, vae, sampling_scheduler(setup_.scheduler, config_.scheduler, setup_.transformer.variant()),
       setup_.device);
+  pipeline.sequence_group = sequence_group;
   const int64_t fps = config_.fps > 0 ? config_.fps : (setup_.transformer.patch_size_t ? 16 : 8);
 
   const int64_t rounds = (num_prompts() + world_size_ - 1) / world_size_;
@@ -288,7 +291,7 @@ ValidationResult Validator::run(int64_t step, CogVideoXTransformer& transformer,
     request.seed = static_cast<uint64_t>(config_.seed);
     request.max_sequence_length = setup_.transformer.max_text_seq_length;
     request.negative_prompt_embeds = negative_embeds_;
-    request.decode = real;
+    request.decode = real && writer;
     if (real) {
       const auto& p = prompts_[static_cast<size_t>(index)];
       request.prompt = p.prompt;
@@ -300,7 +303,7 @@ ValidationResult Validator::run(int64_t step, CogVideoXTransformer& transformer,
       if (setup_.transformer.is_i2v()) request.image = torch::zeros({request.height, request.width, 3}, torch::kUInt8);
     }
     const auto out = pipeline.generate(request);
-    if (!real) continue;
+    if (!real || !writer) continue;
     const auto& p = prompts_[static_cast<size_t>(index)];
     const auto frames = to_uint8_frames(out.video);  // [F, H, W, 3]
     VideoWriterOptions writer;
@@ -316,7 +319,7 @@ ValidationResult Validator::run(int64_t step, CogVideoXTransformer& transformer,
   release_vae(vae);
   comm.barrier();  // every rank's videos and strips are on disk
 
-  if (rank_ == 0) {
+  if (comm.rank() == 0) {
     std::vector<torch::Tensor> strips;
     for (const auto& p : prompts_) {
       const fs::path file = strip_file(result.dir, p.index);
@@ -328,9 +331,12 @@ ValidationResult Validator::run(int64_t step, CogVideoXTransformer& transformer,
     write_png(result.dir / "contact_sheet.png", stack_strips(strips, kStripGap));
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  CVX_INFO << "validation at step " << step << ": " << num_prompts() << " video(s) on " << world_size_ << " rank(s) in "
-           << result.seconds << " s (" << rounds << " round(s) of " << config_.num_inference_steps << " steps) -> "
-           << result.dir.string();
+  CVX_INFO << "validation at step " << step << ": " << num_prompts() << " video(s) on " << world_size_
+           << (sequence_group != nullptr && sequence_group->size() > 1
+                   ? " sequence group(s) of " + std::to_string(sequence_group->size())
+                   : std::string(""))
+           << " rank(s) in " << result.seconds << " s (" << rounds << " round(s) of " << config_.num_inference_steps
+           << " steps) -> " << result.dir.string();
   return result;
 }
 

@@ -1,9 +1,11 @@
 // cvx_train with [parallel] sequence_parallel_size (Ulysses; dist/sequence_parallel.h) on tiny
 // models: P = 2 trains the losses of P = 1 for the same global batch, composes with data
 // parallelism (world 4 = 2 data-parallel x 2 sequence), resumes across P in both directions, and a
-// P that the heads or the world do not allow is refused before any weight is read.
+// P that the heads or the world do not allow is refused before any weight is read; validation
+// videos rendered by sequence groups equal those of whole-sequence ranks.
 #include <gtest/gtest.h>
 
+#include "cvx/data/image_io.h"
 #include "test_util.h"
 #include "train_fixture.h"
 
@@ -88,6 +90,39 @@ TEST(SequenceParallelE2E, CheckpointsResumeAcrossSequenceParallelSizesBothWays) 
   const TrainRun resumed2 = train(f, 2, dir / "straight", args + kSequence2 + " --train.resume_from_checkpoint latest");
   ASSERT_EQ(resumed2.rc, 0) << resumed2.output;
   expect_same_losses(straight, resumed2, "P = 1 -> P = 2");
+}
+
+TEST(SequenceParallelE2E, ValidationBySequenceGroupsRendersTheVideosOfWholeSequenceRanks) {
+  const Fixture& f = fixture("5b");
+  const auto dir = cvx::test::scratch_dir("sp_e2e_validation");
+  // Three prompts over 2 data-parallel ranks: the second round has a dummy (here a whole group).
+  const std::string args =
+      "--train.train_steps 2 --train.learning_rate 5e-2 --log_all_ranks true --validation.enabled true "
+      "--validation.num_inference_steps 2 --validation.vae_tiling false "
+      "--validation.prompts 'a red ball:::a blue cube:::a third prompt'";
+  const TrainRun dp = train(f, 2, dir / "dp2", args);
+  ASSERT_EQ(dp.rc, 0) << dp.output;
+  const TrainRun sp = train(f, 4, dir / "dp2sp2", args + kSequence2);
+  ASSERT_EQ(sp.rc, 0) << sp.output;
+  expect_same_losses(dp, sp, "2 x 2 vs 2 x 1");
+  // Group 0 (ranks 0, 1) renders prompts 0 and 2, group 1 (ranks 2, 3) prompt 1; the first rank
+  // of a group writes.
+  for (const auto& [rank, count] : std::vector<std::pair<std::string, std::string>>{
+           {"[r0]", "2 video(s)"}, {"[r1]", "0 video(s)"}, {"[r2]", "1 video(s)"}, {"[r3]", "0 video(s)"}})
+    EXPECT_NE(sp.output.find(rank + " validation at step 2: this rank rendered " + count), std::string::npos)
+        << rank << "\n"
+        << sp.output;
+  EXPECT_NE(sp.output.find("3 video(s) on 2 sequence group(s) of 2 rank(s)"), std::string::npos) << sp.output;
+  const fs::path a = dir / "dp2" / "validation" / "step-2", b = dir / "dp2sp2" / "validation" / "step-2";
+  for (const char* name : {"000_a_red_ball.mp4", "001_a_blue_cube.mp4", "002_a_third_prompt.mp4"})
+    EXPECT_TRUE(fs::exists(b / name)) << name;
+  // Compared through the lossless contact sheets (first, middle and last frame of every video):
+  // the same model after the same two steps, each denoising step on token slices (fp32 summation
+  // order, ~1e-7 relative), so equal up to one 8-bit level.
+  const auto x = cvx::read_image(a / "contact_sheet.png").to(torch::kInt32);
+  const auto y = cvx::read_image(b / "contact_sheet.png").to(torch::kInt32);
+  ASSERT_EQ(x.sizes(), y.sizes());
+  EXPECT_LE((x - y).abs().max().item<int>(), 1);
 }
 
 TEST(SequenceParallelE2E, SizesTheHeadsOrTheWorldDoNotAllowAreRefusedBeforeLoadingWeights) {

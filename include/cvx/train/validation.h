@@ -82,8 +82,12 @@ class Validator {
   // Whether validation runs after optimizer step `step` of `total_steps`.
   bool due(int64_t step, int64_t total_steps) const;
   // Renders every prompt (collective: every rank of `comm` calls it with the same step). The
-  // caller puts the model in eval mode and back.
-  ValidationResult run(int64_t step, CogVideoXTransformer& transformer, Communicator& comm);
+  // caller puts the model in eval mode and back. With a `sequence_group` (sequence parallelism),
+  // `rank` and `world_size` given to the constructor are the data-parallel ones: the ranks of a
+  // group render the same prompt together, each a slice of its tokens, and the group's first rank
+  // decodes and writes it.
+  ValidationResult run(int64_t step, CogVideoXTransformer& transformer, Communicator& comm,
+                       Communicator* sequence_group = nullptr);
 
   int64_t num_prompts() const { return static_cast<int64_t>(prompts_.size()); }
 
