@@ -48,8 +48,8 @@ std::string format_memory_report(const EngineMemory& m, const FsdpOptions& optio
   const char* zero = m.strategy == ShardingStrategy::full             ? "ZeRO-3"
                      : m.strategy == ShardingStrategy::grad_optimizer ? "ZeRO-2"
                                                                       : "replicated";
-  os << "memory per rank: world N = " << m.world_size << ", sharding " << sharding_strategy_name(m.strategy) << " ("
-     << zero << "), compute " << m.compute_dtype << ", gradients reduced in " << m.reduce_dtype
+  os << "memory per rank: shard group N = " << m.world_size << ", sharding " << sharding_strategy_name(m.strategy)
+     << " (" << zero << "), compute " << m.compute_dtype << ", gradients reduced in " << m.reduce_dtype
      << "\n  Ψf = " << grouped_digits(m.frozen_padded) << " frozen elements (" << grouped_digits(m.num_frozen)
      << " unpadded), Ψt = " << grouped_digits(m.trainable_padded) << " trainable (" << grouped_digits(m.num_trainable)
      << " unpadded), largest unit U = " << grouped_digits(m.largest_unit_padded) << " (" << m.largest_unit

@@ -27,6 +27,7 @@
 #include "cvx/data/store_reader.h"
 #include "cvx/diffusion/scheduler.h"
 #include "cvx/dist/fsdp_engine.h"
+#include "cvx/dist/process_grid.h"
 #include "cvx/dist/sequence_parallel.h"
 #include "cvx/dist/sharded_adamw.h"
 #include "cvx/dist/sharded_state.h"
@@ -154,6 +155,8 @@ class TrainingJob {
   // Sequence parallelism: groups of seq_size_ consecutive ranks split each sample's video tokens;
   // the data-parallel world (sampler, global batch) is world / seq_size_.
   int seq_size_ = 1, dp_rank_ = 0, dp_size_ = 1;
+  ProcessGrid grid_;
+  std::unique_ptr<Communicator> shard_comm_, replicate_comm_;  // the engine's groups (process_grid.h)
   std::unique_ptr<Communicator> seq_comm_;
   std::vector<int64_t> seq_lengths_;
   bool stopped_early_ = false;  // should_stop ended the run before total_steps_
@@ -164,11 +167,10 @@ class TrainingJob {
 
 int TrainingJob::run() {
   output_dir_ = t_.output_dir;
-  seq_size_ = static_cast<int>(config_.parallel.sequence_parallel_size);
-  CVX_CHECK_AS(ConfigError, ctx_.mpi->size % seq_size_ == 0, "[parallel] sequence_parallel_size = ", seq_size_,
-               " does not divide the ", ctx_.mpi->size, " rank(s): run on a multiple of it");
-  dp_rank_ = ctx_.mpi->rank / seq_size_;
-  dp_size_ = ctx_.mpi->size / seq_size_;
+  grid_ = ProcessGrid::resolve(config_.parallel, ctx_.mpi->size);
+  seq_size_ = grid_.sequence;
+  dp_rank_ = grid_.data_parallel_rank(ctx_.mpi->rank);
+  dp_size_ = grid_.data_parallel_size();
   // A wrong resume path or a damaged checkpoint is an error before anything heavy happens.
   resumed_from_ = agree_on_resume_checkpoint();
   open_store();
@@ -261,8 +263,17 @@ void TrainingJob::build_model() {
     for (auto& p : model_->parameters()) p.set_requires_grad(true);
   }
   comm_ = make_communicator(config_.parallel, ctx_.mpi->world, device_);
-  if (seq_size_ > 1) seq_comm_ = comm_->split(dp_rank_, ctx_.mpi->rank % seq_size_, "sequence");
-  engine_ = std::make_unique<FsdpEngine>(model_->sharding_units(), *comm_, options, device_);
+  ProcessGroups groups = make_process_groups(*comm_, grid_);
+  shard_comm_ = std::move(groups.shard);
+  replicate_comm_ = std::move(groups.replicate);
+  seq_comm_ = std::move(groups.sequence);
+  if (!grid_.describe().empty())
+    CVX_INFO << "process groups: " << grid_.describe() << "; this rank is replica "
+             << grid_.replicate_rank(ctx_.mpi->rank) << ", shard " << grid_.shard_rank(ctx_.mpi->rank) << ", sequence "
+             << grid_.sequence_rank(ctx_.mpi->rank) << " (the engine shards over " << shard_comm_->size()
+             << " rank(s))";
+  engine_ =
+      std::make_unique<FsdpEngine>(model_->sharding_units(), *shard_comm_, options, device_, replicate_comm_.get());
   const auto report = engine_->load(*transformer_folder.weights);
   CVX_INFO << "transformer: " << report.num_loaded << " tensors, " << report.bytes_read / (1 << 20)
            << " MiB read by this rank (its shards)";
@@ -647,8 +658,9 @@ int run_training(const AppContext& ctx, const TrainRunConfig& config, const Trai
   CVX_CHECK_AS(ConfigError, simulated == 0 || t.dry_run, "[parallel] simulate_world_size = ", simulated,
                " plans a world that is not there: it needs --dry_run");
   const int world_size = simulated > 0 ? simulated : ctx.mpi->size;
-  const int64_t seq = config.parallel.sequence_parallel_size;
-  const int64_t global_batch = t.batch_size * t.gradient_accumulation_steps * (world_size / seq);
+  const ProcessGrid grid = ProcessGrid::resolve(config.parallel, world_size);
+  const int64_t seq = grid.sequence;
+  const int64_t global_batch = t.batch_size * t.gradient_accumulation_steps * grid.data_parallel_size();
   std::ostringstream lora;
   if (t.training_type == "lora") lora << "; LoRA rank " << config.lora.rank << ", scale " << config.lora.scale();
   const std::string backend = resolve_backend(config.parallel.backend, rank_device(*ctx.mpi));
@@ -656,9 +668,10 @@ int run_training(const AppContext& ctx, const TrainRunConfig& config, const Trai
            << config.model.variant << ", compute dtype "
            << dtype_name(parse_mixed_precision(t.mixed_precision, "[train] mixed_precision")) << ") on clips "
            << resolution.to_string() << "; global batch " << global_batch << " = " << t.batch_size << " per rank x "
-           << t.gradient_accumulation_steps << " accumulation x " << world_size / seq << " data-parallel rank(s)"
-           << (seq > 1 ? " (" + std::to_string(world_size) + " ranks, sequence parallel " + std::to_string(seq) + ")"
-                       : std::string())
+           << t.gradient_accumulation_steps << " accumulation x " << grid.data_parallel_size()
+           << " data-parallel rank(s)"
+           << (grid.describe().empty() ? std::string()
+                                       : " (" + std::to_string(world_size) + " ranks = " + grid.describe() + ")")
            << (simulated > 0 ? " (simulated)" : "") << "; sharding " << config.parallel.resolved_sharding() << " over "
            << backend << lora.str();
   // The memory plan needs the transformer's shape: from the model folder, or the variant's preset.
@@ -669,10 +682,8 @@ int run_training(const AppContext& ctx, const TrainRunConfig& config, const Trai
     std::string source;
     const TransformerConfig planned = resolve_transformer_config(config.model, &source);
     CVX_INFO << "transformer configuration from " << source;
-    CVX_CHECK_AS(ConfigError, world_size % seq == 0, "[parallel] sequence_parallel_size = ", seq,
-                 " does not divide the ", world_size, " rank(s): run on a multiple of it");
     check_sequence_parallel_size(planned.num_attention_heads, static_cast<int>(seq));
-    if (ctx.mpi->rank == 0) CVX_INFO << plan_memory_report(config, world_size);
+    if (ctx.mpi->rank == 0) CVX_INFO << plan_memory_report(config, grid.shard * grid.sequence);
   } else {
     CVX_WARN << "no memory plan: " << config.model.path << " has no transformer/config.json and [model] variant is "
              << "auto (set the variant to plan without the weights)";

@@ -118,7 +118,7 @@ const ReportLine* find(const std::vector<ReportLine>& lines, const std::string& 
 
 TEST(TrainDryRun, LoraReportForEightRanksFollowsTheZero3Formula) {
   const std::string out = dry_run("cogvideox1.5_5b_lora_t2v.ini", "");
-  EXPECT_NE(out.find("world N = 8, sharding full (ZeRO-3)"), std::string::npos) << out;
+  EXPECT_NE(out.find("shard group N = 8, sharding full (ZeRO-3)"), std::string::npos) << out;
   EXPECT_NE(out.find("1.5-t2v preset"), std::string::npos) << out;
   const auto lines = parse_report(out);
   expect_figures_match_formulas(lines);
@@ -176,6 +176,24 @@ TEST(TrainDryRun, ImageToVideoEncodeModeCountsTheVaeEncoder) {
       find(parse_report(dry_run("cogvideox1.5_5b_lora_i2v.ini", "--train.image_latents cached")), "I2V VAE encoder"),
       nullptr);
   EXPECT_EQ(find(parse_report(dry_run("cogvideox1.5_5b_lora_t2v.ini", "")), "I2V VAE encoder"), nullptr);
+}
+
+TEST(TrainDryRun, HybridShardingPlansOneReplicasShardGroup) {
+  // 16 ranks as 2 replicas of 8 (the second --simulate_world_size wins): each rank holds what it
+  // holds with 8 ranks, and the data-parallel world, hence the global batch, doubles.
+  const std::string eight = dry_run("cogvideox1.5_5b_lora_t2v.ini", "");
+  const std::string hybrid =
+      dry_run("cogvideox1.5_5b_lora_t2v.ini", "--simulate_world_size 16 --parallel.replicate_size 2");
+  EXPECT_NE(hybrid.find("(16 ranks = 2 replicas x 8 shards x 1 sequence) (simulated)"), std::string::npos) << hybrid;
+  EXPECT_NE(hybrid.find("shard group N = 8, sharding full (ZeRO-3)"), std::string::npos) << hybrid;
+  const auto total = [](const std::string& out) {
+    std::smatch m;
+    return std::regex_search(out, m, std::regex(R"(\n  total\s+([0-9.]+ \w+))")) ? std::string(m[1]) : "none";
+  };
+  EXPECT_NE(total(eight), "none") << eight;
+  EXPECT_EQ(total(hybrid), total(eight));
+  EXPECT_NE(hybrid.find("global batch 16 ="), std::string::npos) << hybrid;
+  EXPECT_NE(eight.find("global batch 8 ="), std::string::npos) << eight;
 }
 
 TEST(TrainDryRun, SimulatedWorldWithoutDryRunIsRefused) {

@@ -16,6 +16,8 @@ struct ParallelConfig {
   int64_t simulate_world_size = 0;
   int64_t zero_stage = 0;  // 0: `sharding` decides; 2 or 3 override it (DeepSpeed's names)
   int64_t sequence_parallel_size = 1;
+  int64_t replicate_size = 0;  // 0: derived (process_grid.h)
+  int64_t shard_size = 0;      // 0: derived
 
   template <class V>
   void visit(V& v) {
@@ -32,6 +34,12 @@ struct ParallelConfig {
     v("sequence_parallel_size", sequence_parallel_size,
       "ranks that split the tokens of each sample (Ulysses: consecutive ranks, H / P heads each around attention); "
       "must divide the world size and the attention heads; the data-parallel world is world / P");
+    v("shard_size", shard_size,
+      "data-parallel ranks of one replica that shard the model (world = replicate x shard x sequence; the "
+      "engine shards over shard x sequence ranks); 0: world / (replicate_size x sequence_parallel_size)");
+    v("replicate_size", replicate_size,
+      "replicas of the sharded model (hybrid sharding: shard within a node, replicate across nodes; gradients "
+      "averaged across replicas); 0: world / (shard_size x sequence_parallel_size) when shard_size is given, else 1");
   }
   // `sharding` after zero_stage is applied.
   std::string resolved_sharding() const {
@@ -44,6 +52,8 @@ struct ParallelConfig {
                  "; stage 1 shards only optimizer state, which sharding = grad_optimizer already exceeds");
     CVX_CHECK_AS(ConfigError, sequence_parallel_size >= 1, "sequence_parallel_size must be >= 1 (got ",
                  sequence_parallel_size, ")");
+    CVX_CHECK_AS(ConfigError, replicate_size >= 0 && shard_size >= 0, "replicate_size and shard_size must be >= 0 ",
+                 "(0: derived), got ", replicate_size, " and ", shard_size);
     CVX_CHECK_AS(ConfigError, simulate_world_size >= 0, "simulate_world_size must be >= 0 (got ", simulate_world_size,
                  ")");
   }
