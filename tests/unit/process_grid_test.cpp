@@ -61,10 +61,10 @@ TEST(ProcessGrid, GridsThatAreNotTheWorldAreRefusedNamingTheOptions) {
   EXPECT_NE(error_of(8, 3, 0, 2).find("replicate_size = 3 does not divide the 4 data-parallel rank(s)"),
             std::string::npos)
       << error_of(8, 3, 0, 2);
-  EXPECT_NE(error_of(8, 0, 3, 1).find("shard_size = 3 does not divide the 8 data-parallel rank(s)"),
-            std::string::npos);
-  EXPECT_NE(error_of(16, 2, 2, 2).find("replicate_size = 2 x shard_size = 2 x sequence_parallel_size = 2 is not the "
-                                       "16 rank(s)"),
+  EXPECT_NE(error_of(8, 0, 3, 1).find("shard_size = 3 does not divide the 8 data-parallel rank(s)"), std::string::npos);
+  EXPECT_NE(error_of(16, 2, 2, 2)
+                .find("replicate_size = 2 x shard_size = 2 x sequence_parallel_size = 2 is not the "
+                      "16 rank(s)"),
             std::string::npos)
       << error_of(16, 2, 2, 2);
 }
