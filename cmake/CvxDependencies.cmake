@@ -2,9 +2,15 @@
 
 find_package(Torch REQUIRED)
 find_package(MPI REQUIRED COMPONENTS C)
-find_package(Boost 1.74 REQUIRED COMPONENTS log log_setup program_options)
+if(CVX_GPU_KIT)
+  # log_setup (and through it Boost.Regex and ICU) is not needed by the kit's sources.
+  find_package(Boost 1.74 REQUIRED COMPONENTS log program_options)
+else()
+  find_package(Boost 1.74 REQUIRED COMPONENTS log log_setup program_options)
+endif()
 find_package(nlohmann_json 3.9 REQUIRED)
 find_package(Threads REQUIRED)
+if(NOT CVX_GPU_KIT)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(LIBAV REQUIRED IMPORTED_TARGET libavformat libavcodec libavutil libswscale)
 # TensorBoard event files: the system protobuf, the one libtorch itself links (Debian:
@@ -43,6 +49,8 @@ if(NOT HDF5_IS_PARALLEL)
     "(${HDF5_C_LIBRARIES}). On Debian/Ubuntu: apt install libhdf5-openmpi-dev; "
     "on a cluster: module load a parallel hdf5, or pass -DHDF5_ROOT=<parallel hdf5 prefix>.")
 endif()
+
+endif()  # NOT CVX_GPU_KIT
 
 # ---- CUDA / NCCL: cvx's GPU path needs a CUDA-enabled libtorch and NCCL (CVX_HAVE_CUDA). With a
 # CPU-only libtorch but a CUDA toolkit and NCCL on the machine, the NCCL communicator is still
@@ -83,13 +91,19 @@ else()
 endif()
 
 add_library(cvx_deps INTERFACE)
-target_link_libraries(cvx_deps INTERFACE
-  ${TORCH_LIBRARIES} MPI::MPI_C
-  Boost::log Boost::log_setup Boost::program_options
-  nlohmann_json::nlohmann_json PkgConfig::LIBAV Threads::Threads protobuf::libprotobuf-lite
-  ${HDF5_C_LIBRARIES})
-target_include_directories(cvx_deps SYSTEM INTERFACE ${HDF5_C_INCLUDE_DIRS})
-target_compile_definitions(cvx_deps INTERFACE BOOST_LOG_DYN_LINK ${HDF5_C_DEFINITIONS})
+if(CVX_GPU_KIT)
+  target_link_libraries(cvx_deps INTERFACE
+    ${TORCH_LIBRARIES} MPI::MPI_C Boost::log Boost::program_options nlohmann_json::nlohmann_json Threads::Threads)
+  target_compile_definitions(cvx_deps INTERFACE BOOST_LOG_DYN_LINK)
+else()
+  target_link_libraries(cvx_deps INTERFACE
+    ${TORCH_LIBRARIES} MPI::MPI_C
+    Boost::log Boost::log_setup Boost::program_options
+    nlohmann_json::nlohmann_json PkgConfig::LIBAV Threads::Threads protobuf::libprotobuf-lite
+    ${HDF5_C_LIBRARIES})
+  target_include_directories(cvx_deps SYSTEM INTERFACE ${HDF5_C_INCLUDE_DIRS})
+  target_compile_definitions(cvx_deps INTERFACE BOOST_LOG_DYN_LINK ${HDF5_C_DEFINITIONS})
+endif()
 if(CVX_HAVE_CUDA)
   target_include_directories(cvx_deps SYSTEM INTERFACE ${NCCL_INCLUDE_DIR})
   target_link_libraries(cvx_deps INTERFACE ${NCCL_LIBRARY})

@@ -33,6 +33,7 @@ struct EngineRunOptions {
   double adam_epsilon = 1e-5;
   FsdpOptions fsdp;
   uint64_t seed = 11;
+  torch::Device device = torch::kCPU;  // the engine's shards and the inputs (the model starts on the CPU)
 };
 
 // The run's model, initialised from the seed: every rank and every world size starts from the
@@ -72,7 +73,8 @@ inline TestSample test_sample(const TransformerConfig& config, int64_t index) {
 }
 
 // The loss of samples [first, first + n): mean squared error of the velocity against the target.
-inline torch::Tensor test_loss(CogVideoXTransformer& model, int64_t first, int64_t n) {
+inline torch::Tensor test_loss(CogVideoXTransformer& model, int64_t first, int64_t n,
+                               const torch::Device& device = torch::kCPU) {
   std::vector<torch::Tensor> latents, text, target, timestep;
   for (int64_t i = 0; i < n; ++i) {
     const auto s = test_sample(model->config, first + i);
@@ -81,11 +83,12 @@ inline torch::Tensor test_loss(CogVideoXTransformer& model, int64_t first, int64
     target.push_back(s.target);
     timestep.push_back(s.timestep);
   }
-  const auto x = torch::cat(latents);
-  const auto rope = training_rotary_embedding(model->config, 6, 8, x.size(1));
-  const auto out =
-      model->forward(x, torch::cat(text), torch::cat(timestep), std::nullopt, rope.cos.defined() ? &rope : nullptr);
-  return (out - torch::cat(target)).pow(2).mean();
+  const auto x = torch::cat(latents).to(device);
+  auto rope = training_rotary_embedding(model->config, 6, 8, x.size(1));
+  if (rope.cos.defined()) rope = {rope.cos.to(device), rope.sin.to(device)};
+  const auto out = model->forward(x, torch::cat(text).to(device), torch::cat(timestep).to(device), std::nullopt,
+                                  rope.cos.defined() ? &rope : nullptr);
+  return (out - torch::cat(target).to(device)).pow(2).mean();
 }
 
 // One rank's share of the run.
@@ -94,7 +97,7 @@ class EngineRun {
   // `replicate`: the group replicas of `comm` average their gradients over (hybrid sharding).
   EngineRun(Communicator& comm, const EngineRunOptions& options, Communicator* replicate = nullptr)
       : comm_(comm), options_(options), model_(make_test_model(options)) {
-    engine_ = std::make_unique<FsdpEngine>(model_->sharding_units(), comm, options.fsdp, torch::kCPU, replicate);
+    engine_ = std::make_unique<FsdpEngine>(model_->sharding_units(), comm, options.fsdp, options.device, replicate);
     if (options.fsdp.precision.param_dtype) model_->set_compute_dtype(*options.fsdp.precision.param_dtype);
     model_->set_block_runner(engine_->runner());
     std::vector<ShardedAdamW::Param> params;
@@ -114,9 +117,9 @@ class EngineRun {
     double loss_sum = 0;
     for (int64_t m = 0; m < a; ++m) {
       const int64_t first = sample_offset + step_index * g + m * per_micro + comm_.rank() * per_rank;
-      const auto loss = test_loss(model_, first, per_rank);
+      const auto loss = test_loss(model_, first, per_rank, options_.device);
       engine_->backward(loss / static_cast<double>(a));
-      loss_sum += loss.item<double>();
+      loss_sum += loss.item<double>();  // (a device sync: tests only)
     }
     auto total = torch::tensor({loss_sum / static_cast<double>(a)}, torch::kFloat64);
     comm_.all_reduce(total, ReduceOp::avg)->wait();

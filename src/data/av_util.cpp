@@ -4,8 +4,19 @@
 #include "cvx/core/error.h"
 
 extern "C" {
+#include <libavutil/error.h>
 #include <libavutil/pixdesc.h>
 }
+
+// FFmpeg's error rendering for CVX_AV (checked_call.h), here with the rest of FFmpeg's use.
+namespace cvx {
+std::string av_error_string(int code) {
+  char buffer[AV_ERROR_MAX_STRING_SIZE] = {0};
+  av_strerror(code, buffer, sizeof(buffer));
+  return std::string(buffer) + " (code " + std::to_string(code) + ")";
+}
+
+}  // namespace cvx
 
 namespace cvx::av {
 

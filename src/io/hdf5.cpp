@@ -1,9 +1,39 @@
 #include "cvx/io/hdf5.h"
 
 #include <mutex>
+#include <vector>
 
 #include "cvx/core/checked_call.h"
 #include "cvx/core/error.h"
+
+// The library's error rendering for CVX_H5 (checked_call.h), here with the rest of HDF5's use.
+namespace cvx {
+namespace {
+herr_t collect_hdf5_error(unsigned n, const H5E_error2_t* err, void* client) {
+  auto* lines = static_cast<std::vector<std::string>*>(client);
+  std::string line = err->desc != nullptr ? err->desc : "";
+  if (err->func_name != nullptr) line = std::string(err->func_name) + ": " + line;
+  lines->push_back(line);
+  (void)n;
+  return 0;
+}
+}  // namespace
+
+std::string hdf5_error_stack() {
+  std::vector<std::string> lines;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, collect_hdf5_error, &lines);
+  H5Eclear2(H5E_DEFAULT);
+  if (lines.empty()) return "no HDF5 error details";
+  std::string out;
+  // The innermost (first, walking upward) entries say what actually went wrong.
+  for (size_t i = 0; i < lines.size() && i < 3; ++i) {
+    if (i > 0) out += " <- ";
+    out += lines[i];
+  }
+  return out;
+}
+
+}  // namespace cvx
 
 namespace cvx::h5 {
 

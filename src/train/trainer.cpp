@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "cvx/core/checked_call.h"
+#include "cvx/core/device_memory.h"
 #include "cvx/core/dtype_name.h"
 #include "cvx/core/error.h"
 #include "cvx/core/log.h"
@@ -53,7 +54,6 @@
 
 #ifdef CVX_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
 namespace cvx {
@@ -478,7 +478,7 @@ void TrainingJob::train() {
   for (int64_t step = start_step_; step < total_steps_; ++step) {
     const auto start = Clock::now();
 #ifdef CVX_WITH_CUDA
-    if (device_.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device_.index());
+    if (device_.is_cuda()) reset_cuda_peak_memory(device_.index());
 #endif
     const int64_t epoch = queued_.front().before.epoch;
     if (seq_comm_) seq_comm_->reset_stats();
@@ -504,10 +504,7 @@ void TrainingJob::train() {
 #ifdef CVX_WITH_CUDA
     if (device_.is_cuda()) {
       r.memory_kind = "CUDA max allocated";
-      r.peak_memory_bytes =
-          c10::cuda::CUDACachingAllocator::getDeviceStats(device_.index())
-              .allocated_bytes[static_cast<size_t>(c10::cuda::CUDACachingAllocator::StatType::AGGREGATE)]
-              .peak;
+      r.peak_memory_bytes = static_cast<uint64_t>(cuda_peak_allocated_bytes(device_.index()));
     }
 #endif
     r.samples = global_batch;

@@ -1,5 +1,5 @@
-// NcclCommunicator on one rank (a world of one: every collective is a local copy or reduction over
-// one contributor). Needs a CUDA device and a build with NCCL; every test skips otherwise.
+// NcclCommunicator on one rank (a world of one: every collective, all-to-all included, is a local
+// copy or reduction over one contributor). Needs a CUDA device and a build with NCCL; every test skips otherwise.
 #include <gtest/gtest.h>
 
 #include "cvx/core/error.h"
@@ -56,10 +56,15 @@ TEST(NcclCommunicator, CollectivesOnOneRankGiveTheInputBack) {
     const auto tensor = values.clone();
     comm->broadcast(tensor, 0)->wait();
     EXPECT_TRUE(torch::equal(tensor.cpu(), values.cpu()));
+    // All-to-all (grouped send/recv) with a world of one: the whole input goes to this rank.
+    const auto received = torch::zeros({13}, on_gpu(type));
+    comm->all_to_all(values, {13}, received, {13})->wait();
+    EXPECT_TRUE(torch::equal(received.cpu(), values.cpu())) << c10::toString(type) << " all_to_all";
   }
   comm->barrier();
   EXPECT_EQ(comm->stats().total_bytes(), 0u);  // a world of one sends nothing
   EXPECT_EQ(comm->stats().calls[cvx::CommStats::all_reduce], 6u);
+  EXPECT_EQ(comm->stats().calls[cvx::CommStats::all_to_all], 2u);
 }
 
 // The input comes out of a long chain of kernels on the compute stream and the result is read by
