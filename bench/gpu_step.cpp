@@ -61,11 +61,12 @@ Args parse(int argc, char** argv) {
                                            {"--sharding", &a.sharding},
                                            {"--device", &a.device},
                                            {"--json", &a.json}};
-  std::map<std::string, int64_t*> numbers{
-      {"--frames", &a.frames},         {"--height", &a.height},       {"--width", &a.width},
-      {"--world", &a.world},           {"--sequence", &a.sequence},   {"--steps", &a.steps},
-      {"--warmup", &a.warmup},         {"--checkpointing", &a.checkpointing},
-      {"--lora_rank", &a.lora_rank},   {"--lora_alpha", &a.lora_alpha}, {"--layers", &a.layers}};
+  std::map<std::string, int64_t*> numbers{{"--frames", &a.frames},       {"--height", &a.height},
+                                          {"--width", &a.width},         {"--world", &a.world},
+                                          {"--sequence", &a.sequence},   {"--steps", &a.steps},
+                                          {"--warmup", &a.warmup},       {"--checkpointing", &a.checkpointing},
+                                          {"--lora_rank", &a.lora_rank}, {"--lora_alpha", &a.lora_alpha},
+                                          {"--layers", &a.layers}};
   for (int i = 1; i < argc; i += 2) {
     const std::string key = argv[i];
     CVX_CHECK_AS(cvx::ConfigError, i + 1 < argc, key, " needs a value");
@@ -165,8 +166,8 @@ int main(int argc, char** argv) {
     cvx::LossInputs inputs;
     inputs.latents = torch::randn({1, channels, latent_frames, h, w}, gen).to(device);
     inputs.prompt_embeds = torch::randn({1, tc.max_text_seq_length, tc.text_embed_dim}, gen).to(device);
-    const cvx::LossDraws draws = cvx::draw_loss_randoms(gen, tc, 1, channels, latent_frames, h, w, a.height, a.width,
-                                                        false, false, 0.0);
+    const cvx::LossDraws draws =
+        cvx::draw_loss_randoms(gen, tc, 1, channels, latent_frames, h, w, a.height, a.width, false, false, 0.0);
     CVX_CHECK_AS(cvx::ConfigError, !tc.is_i2v(), "bench_gpu_step measures the T2V variants (the I2V step differs ",
                  "only in the input channels)");
     cvx::CogVideoXScheduler scheduler(cvx::SchedulerConfig{});
@@ -180,10 +181,10 @@ int main(int argc, char** argv) {
     const auto lengths = cvx::sequence_split(tokens, static_cast<int>(a.sequence));
     if (a.sequence > 1) {
       loss_options.token_slice = {0, lengths[0]};
-      model->set_attention_runner([&](const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                                      int64_t text_len) {
-        return cvx::ulysses_attention(q, k, v, text_len, sequence, lengths, cvx::scaled_dot_product_attention);
-      });
+      model->set_attention_runner(
+          [&](const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t text_len) {
+            return cvx::ulysses_attention(q, k, v, text_len, sequence, lengths, cvx::scaled_dot_product_attention);
+          });
     }
 
     std::vector<double> seconds;
@@ -201,8 +202,7 @@ int main(int argc, char** argv) {
       engine.after_optimizer_step();
       synchronize(device);
       const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      std::fprintf(stderr, "step %lld: %.3f s, loss %.5f\n", static_cast<long long>(s + 1), t,
-                   out.loss.item<double>());
+      std::fprintf(stderr, "step %lld: %.3f s, loss %.5f\n", static_cast<long long>(s + 1), t, out.loss.item<double>());
       if (s >= a.warmup) seconds.push_back(t);
     }
     std::vector<double> sorted = seconds;

@@ -39,7 +39,7 @@ class NoTf32 {
 
 }  // namespace cvx::test
 
-#define CVX_REQUIRE_GPU_TEST_DEVICE(var)                                                                 \
-  const auto var##_or = ::cvx::test::gpu_test_device();                                                  \
+#define CVX_REQUIRE_GPU_TEST_DEVICE(var)                                                              \
+  const auto var##_or = ::cvx::test::gpu_test_device();                                               \
   if (!var##_or) GTEST_SKIP() << "no CUDA device (CVX_GPU_TESTS_ON_CPU=1 runs the logic on the CPU)"; \
   const torch::Device var = *var##_or
