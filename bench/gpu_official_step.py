@@ -22,7 +22,7 @@ What it measures
 
     It reports the median step time over --steps timed steps (after --warmup untimed ones), the
     peak CUDA memory of the timed steps, and executed TFLOP/s and MFU with the FLOP count cvx
-    uses (src/train/step_flops.cpp: forward matmuls x (1 forward + 1 backward + 1 recompute)).
+    uses (src/train/step_flops.cpp: forward (+ recompute) + backward, attention's backward x2).
 
 How it is run
     python3 bench/gpu_official_step.py --model 1.5-5b --diffusers build-gpu/_deps/diffusers/src --json out.json
@@ -215,11 +215,20 @@ def forward_flops(cfg, geo):
     return total
 
 
+def attention_flops(cfg, geo):
+    """The attention part of forward_flops (QK^T and PV, all blocks)."""
+    s = float(video_tokens(cfg, geo)) + float(cfg["max_text_seq_length"])
+    d = float(cfg["num_attention_heads"] * cfg["attention_head_dim"])
+    return cfg["num_layers"] * 2 * 2 * s * s * d
+
+
 def step_flops(cfg, geo, checkpointing):
-    """Executed FLOPs of one LoRA step: forward x (1 forward + 1 backward + 1 recompute if
-    checkpointing); the backward of frozen weights computes input gradients only (factor 1),
-    as cvx's training_step_flops(full_finetune=false)."""
-    return forward_flops(cfg, geo) * (1.0 + (1.0 if checkpointing else 0.0) + 1.0)
+    """Executed FLOPs of one LoRA step, as cvx's training_step_flops(full_finetune=false):
+    forward x (1 + 1 recompute if checkpointing) + backward, where the backward of the frozen
+    weight matmuls computes input gradients only (x1) and attention's backward is x2."""
+    forward = forward_flops(cfg, geo)
+    attention = attention_flops(cfg, geo)
+    return forward * (2.0 if checkpointing else 1.0) + (forward - attention) + 2.0 * attention
 
 
 def resize_crop_region_for_grid(src, tgt_width, tgt_height):

@@ -33,9 +33,19 @@ double transformer_forward_flops(const TransformerConfig& c, const StepGeometry&
   return total;
 }
 
+double attention_forward_flops(const TransformerConfig& c, const StepGeometry& g) {
+  const double s = static_cast<double>(video_tokens(c, g) + g.text_tokens);
+  return static_cast<double>(c.num_layers) * 2 * 2 * s * s * static_cast<double>(c.inner_dim());
+}
+
 double training_step_flops(const TransformerConfig& c, const StepGeometry& g, bool full_finetune, bool recompute) {
   const double forward = transformer_forward_flops(c, g);
-  return forward * (1.0 + (recompute ? 1.0 : 0.0) + (full_finetune ? 2.0 : 1.0));
+  const double attention = attention_forward_flops(c, g);
+  // Backward: the weight matmuls give input gradients (x1) and, when trained, weight gradients
+  // (x2 in all); attention has no weights but needs the gradients of both of its products' inputs
+  // (dQ and dK from the scores, dP and dV from the weighted sum): x2 whether or not weights train.
+  const double backward = (forward - attention) * (full_finetune ? 2.0 : 1.0) + 2.0 * attention;
+  return forward * (recompute ? 2.0 : 1.0) + backward;
 }
 
 double device_peak_tflops(const std::string& device_name) {

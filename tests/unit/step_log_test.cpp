@@ -74,10 +74,17 @@ TEST(StepFlops, ForwardCountMatchesTheMatmulsOfA5bBlockAtOfficialSize) {
   EXPECT_EQ(video_tokens(c, g), 17550);
   const double forward = transformer_forward_flops(c, g);
   EXPECT_NEAR(forward / 1e15, 0.33, 0.02);
-  // Executed work: LoRA with recompute = 3 forwards, SFT with recompute = 4, SFT without = 3.
-  EXPECT_DOUBLE_EQ(training_step_flops(c, g, false, true), 3 * forward);
+  // Attention (4 s^2 D per block) is about 45% of the forward here.
+  const double attention = attention_forward_flops(c, g);
+  EXPECT_DOUBLE_EQ(attention, 42.0 * 4 * 17776.0 * 17776.0 * 3072);
+  EXPECT_NEAR(attention / forward, 0.45, 0.05);
+  // Executed work. SFT: every matmul's backward is twice its forward (input and weight gradients;
+  // attention's dQ, dK and dP, dV): 4 forwards with recompute, 3 without. LoRA: frozen weights
+  // give input gradients only (x1), attention still x2: 3 forwards + the attention with recompute.
   EXPECT_DOUBLE_EQ(training_step_flops(c, g, true, true), 4 * forward);
   EXPECT_DOUBLE_EQ(training_step_flops(c, g, true, false), 3 * forward);
+  EXPECT_NEAR(training_step_flops(c, g, false, true), 3 * forward + attention, 1e-9 * forward);
+  EXPECT_NEAR(training_step_flops(c, g, false, false), 2 * forward + attention, 1e-9 * forward);
 }
 
 TEST(StepFlops, CogVideoX15At81x768x1360IsAbout1Point5PflopForward) {
