@@ -11,7 +11,7 @@
 # benchmark, so a run cut short still returns what it measured.
 #
 # usage: tools/gpu/run.sh [STAGE...]   stages: env deps build test bench-5b bench-15 bench-memory
-#        (default: all, in that order); smoke = the plumbing on a machine without a GPU (CPU, tiny
+#        bench-vae (default: all, in that order); smoke = the plumbing on a machine without a GPU (CPU, tiny
 #        sizes: CVX_TORCH_CMAKE_PREFIX names a libtorch when python3 has no torch).
 set -uo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -23,7 +23,7 @@ work="${CVX_GPU_WORK:-$root/build-gpu/_deps}"
 prefix="$work/prefix"
 mkdir -p "$out/logs" "$out/results" "$work"
 stages=("$@")
-[[ ${#stages[@]} == 0 ]] && stages=(env deps build test bench-5b bench-15 bench-memory)
+[[ ${#stages[@]} == 0 ]] && stages=(env deps build test bench-5b bench-15 bench-memory bench-vae)
 device=cuda
 if [[ " ${stages[*]} " == *" smoke "* ]]; then
   device=cpu
@@ -176,6 +176,15 @@ bench() {
   table
 }
 
+# vae NAME ARGS...: one bench_gpu_vae run (VAE encode of a clip).
+vae() {
+  local name="$1"
+  shift
+  runtime_env
+  stage "$name" timeout 300 "$build/bench/bench_gpu_vae" --device "$device" --json "$out/results/$name.json" "$@"
+  table
+}
+
 # official NAME ARGS...: the official stack's step (diffusers + PEFT + torch), same GPU.
 official() {
   local name="$1"
@@ -206,10 +215,14 @@ for s in "${stages[@]}"; do
       done
       bench cvx-15-161f-lora-w8-sp8 --variant 1.5-t2v --frames 161 --height 768 --width 1360 --world 8 \
         --sequence 8 --steps 2 --warmup 1 ;;
+    bench-vae)
+      vae vae-5b-49f --variant 5b --frames 49 --height 480 --width 720
+      vae vae-15-81f --variant 1.5-t2v --frames 81 --height 768 --width 1360 ;;
     smoke-bench)
       bench smoke-5b --variant 5b --layers 2 --frames 9 --height 64 --width 96 --steps 1 --warmup 1
       bench smoke-15-sp --variant 1.5-t2v --layers 2 --frames 9 --height 64 --width 96 --world 8 --sequence 8 \
         --steps 1 --warmup 1
+      vae vae-smoke --variant 5b --frames 9 --height 64 --width 96 --dtype fp32 --runs 1
       official official-smoke --model 5b --steps 1 --warmup 0 ;;
     *) log "unknown stage $s" ;;
   esac

@@ -38,6 +38,8 @@ def main():
     print("| run | stack | model | clip | training | sharding | ranks (sequence) | step s (median) | executed TFLOP/s "
           "| MFU | peak memory GiB | planned GiB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    vae = {n: r for n, r in results.items() if r.get("benchmark") == "vae_encode"}
+    results = {n: r for n, r in results.items() if n not in vae}
     for name, r in results.items():
         if "error" in r:
             print(f"| {name} | {r.get('stack', '?')} | failed: {str(r['error'])[:120]} |||||||||| ")
@@ -61,6 +63,19 @@ def main():
             memory_ratio = (ra["peak_memory_gib"] / rb["peak_allocated_gib"]
                             if rb.get("peak_allocated_gib") else None)
             print(f"| {a[len('cvx-'):]} | {number(time_ratio)} | {number(memory_ratio)} |")
+    if vae:
+        vae_table(vae)
+
+
+def vae_table(vae):
+    print("\n| run | VAE | clip | dtype | tiling | s/clip (median) | peak memory GiB |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in vae.items():
+        if "error" in r:
+            print(f"| {name} | failed: {str(r['error'])[:120]} ||||||")
+            continue
+        print(f"| {name} | {r['variant']} | {clip(r)} | {r['dtype']} | {r['tiling']} "
+              f"| {number(r['seconds_per_clip_median'], 3)} | {number(r['peak_memory_gib'])} |")
 
 
 if __name__ == "__main__":
