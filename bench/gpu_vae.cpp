@@ -94,7 +94,8 @@ int main(int argc, char** argv) {
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_gpu_vae: %s\n", e.what());
-    std::printf("RESULT %s\n", nlohmann::json{{"stack", "cvx"}, {"benchmark", "vae_encode"}, {"error", e.what()}}.dump().c_str());
+    std::printf("RESULT %s\n",
+                nlohmann::json{{"stack", "cvx"}, {"benchmark", "vae_encode"}, {"error", e.what()}}.dump().c_str());
     return 1;
   }
 }
