@@ -48,7 +48,7 @@ TEST(SequenceParallelE2E, TenStepsWithTwoSequenceRanksTrackOneRank) {
   EXPECT_FALSE(one.metrics.back().contains("sequence_bytes"));
 }
 
-TEST(SequenceParallelE2E, FourRanksAsTwoDataParallelTimesTwoSequenceEqualTwoDataParallelRanks) {
+TEST(SequenceParallelE2E, FourRanksAsTwoDataParallelTimesTwoSequenceEqualTwoDataParallelRanksAndOneRank) {
   const Fixture& f = fixture("5b");
   const auto dir = cvx::test::scratch_dir("sp_e2e_hybrid");
   const std::string args = "--train.train_steps 4 --train.training_type sft --train.learning_rate 1e-4";
@@ -60,6 +60,10 @@ TEST(SequenceParallelE2E, FourRanksAsTwoDataParallelTimesTwoSequenceEqualTwoData
             std::string::npos)
       << hybrid.output;
   expect_same_losses(dp, hybrid, "2 x 2 vs 2 x 1");
+  // And one rank with the same global batch by accumulation (two micro-steps of one sample).
+  const TrainRun one = train(f, 1, dir / "one", args + " --train.gradient_accumulation_steps 2");
+  ASSERT_EQ(one.rc, 0) << one.output;
+  expect_same_losses(one, hybrid, "2 x 2 vs 1 rank accumulating 2");
 }
 
 TEST(SequenceParallelE2E, ImageToVideoWithThePerStepEncodeTracksOneRank) {
