@@ -5,6 +5,10 @@
 #include "cvx/core/error.h"
 #include "cvx/io/atomic_file.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 extern "C" {
 #include <libavutil/opt.h>
 }
@@ -19,6 +23,28 @@ struct Output {
     if (opened) avio_closep(&ctx->pb);
     avformat_free_context(ctx);
   }
+};
+
+// x264 reads heap memory it never wrote: the same frames gave different B-frames (up to 20 levels
+// apart) in processes whose heaps held different bytes, while a fresh process, whose memory comes
+// zeroed from the kernel, was stable. glibc's M_PERTURB fills every allocation with one byte
+// pattern (and every freed block with another) while the encoder runs, so what it reads is the
+// same in every process. Process-wide while set: other threads' allocations pay a memset too,
+// for the few seconds of an encode.
+class DeterministicHeapScope {
+ public:
+  DeterministicHeapScope() {
+#ifdef __GLIBC__
+    mallopt(M_PERTURB, 0x5a);
+#endif
+  }
+  ~DeterministicHeapScope() {
+#ifdef __GLIBC__
+    mallopt(M_PERTURB, 0);
+#endif
+  }
+  DeterministicHeapScope(const DeterministicHeapScope&) = delete;
+  DeterministicHeapScope& operator=(const DeterministicHeapScope&) = delete;
 };
 
 // Sends one frame (or the flush request) and writes every packet the encoder has ready.
@@ -66,6 +92,7 @@ void write_video(const std::filesystem::path& file, const torch::Tensor& frames_
 
   av::quiet_logging();
   const auto temp = temp_path_for(file);
+  const DeterministicHeapScope deterministic_heap;  // before the first allocation of FFmpeg or x264
   Output out;
   CVX_AV(avformat_alloc_output_context2(&out.ctx, nullptr, "mp4", temp.c_str()));
   const AVCodec* codec = avcodec_find_encoder_by_name(options.codec.c_str());

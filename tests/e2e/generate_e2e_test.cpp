@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <iterator>
 
 #include "cvx/data/image_io.h"
 #include "test_util.h"
@@ -142,6 +143,21 @@ TEST(GenerateE2E, TextToVideoWritesAPlayableMp4) {
   }
   EXPECT_TRUE(fs::exists(dir / "out" / "video_000_frames" / "frame_0008.png"));
   EXPECT_NE(out.find("ETA"), std::string::npos) << "progress lines";
+  // Another process writes the same bytes (x264 reads heap memory it never wrote: video_writer.cpp).
+  ASSERT_EQ(run_command(cvx::test::shell_quote(built_program("cvx_generate")) + " --model_path " +
+                            cvx::test::shell_quote(dir / "model") + " --prompt_file " +
+                            cvx::test::shell_quote(dir / "prompts.txt") + " --height 32 --width 48 --num_frames 9" +
+                            " --num_inference_steps 2 --fps 10 --dtype fp32 --output " +
+                            cvx::test::shell_quote(dir / "again" / "video.mp4"),
+                        &out),
+            0)
+      << out;
+  for (const char* name : {"video_000.mp4", "video_001.mp4"}) {
+    std::ifstream a(dir / "out" / name, std::ios::binary), b(dir / "again" / name, std::ios::binary);
+    const std::string x((std::istreambuf_iterator<char>(a)), {}), y((std::istreambuf_iterator<char>(b)), {});
+    EXPECT_FALSE(x.empty());
+    EXPECT_TRUE(x == y) << name << " differs between two runs";
+  }
 }
 
 TEST(GenerateE2E, ImageToVideoWritesAPlayableMp4) {

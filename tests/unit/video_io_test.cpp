@@ -1,10 +1,14 @@
 // Videos and images written with FFmpeg read back as written: ffprobe sees the frames, size and
-// fps of an mp4; a PNG round-trips exactly.
+// fps of an mp4, and the same frames give the same mp4 bytes whatever the heap held before; a PNG
+// round-trips exactly.
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <random>
+#include <sstream>
 
 #include "cvx/core/error.h"
+#include "cvx/core/host_memory.h"
 #include "cvx/data/image_io.h"
 #include "cvx/data/video_writer.h"
 #include "test_util.h"
@@ -27,7 +31,42 @@ torch::Tensor gradient_frames(int64_t frames, int64_t height, int64_t width) {
   auto f = torch::arange(frames).view({frames, 1, 1, 1}).expand({frames, height, width, 3});
   return ((x * 4 + y * 2 + f * 10) % 256).to(torch::kUInt8).contiguous();
 }
+std::string file_bytes(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+// Fills and frees heap blocks of many sizes with bytes from `seed`, so the next allocations get
+// recycled memory that differs from seed to seed (as in a long-running process, where it holds
+// old tensors and allocator bookkeeping whose values vary between runs).
+void scribble_on_the_heap(uint32_t seed) {
+  std::mt19937 random(seed);
+  std::vector<std::vector<uint8_t>> blocks;
+  for (int i = 0; i < 400; ++i) {
+    blocks.emplace_back(16 + random() % (i % 4 == 0 ? (1u << 20) : 4096u));
+    for (auto& b : blocks.back()) b = static_cast<uint8_t>(random());
+  }
+}
 }  // namespace
+
+// x264 reads heap memory it never wrote (measured: a process whose heap held other bytes encoded
+// the same frames to other B-frames, up to 20 levels apart), so cvx encodes with glibc's
+// M_PERTURB set: every allocation then starts as the same byte pattern.
+TEST(VideoWriter, SameFramesGiveTheSameBytesWhateverTheHeapHeldBefore) {
+  cvx::tune_host_allocator();  // as every cvx program: freed memory stays in the heap for reuse
+  const auto dir = cvx::test::scratch_dir("video_writer_heap");
+  const auto frames = gradient_frames(9, 48, 64) ^ torch::randint(0, 4, {9, 48, 64, 3}).to(torch::kUInt8);
+  std::vector<std::string> files;
+  for (uint32_t seed = 1; seed <= 4; ++seed) {
+    scribble_on_the_heap(seed);
+    const auto file = dir / ("clip" + std::to_string(seed) + ".mp4");
+    cvx::write_video(file, frames, {});
+    files.push_back(file_bytes(file));
+  }
+  for (size_t i = 1; i < files.size(); ++i) EXPECT_EQ(files[i], files[0]) << "heap scribbled with seed " << i + 1;
+}
 
 TEST(VideoWriter, Mp4HasTheFramesSizeAndFps) {
   const auto dir = cvx::test::scratch_dir("video_writer");
