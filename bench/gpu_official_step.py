@@ -41,6 +41,7 @@ Output
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -390,27 +391,19 @@ def run(args, cfg, geo, result):
         # kernels). The example's noise sampling and scheduler.add_noise are left out: element-wise
         # work on the 1 x F x 16 x h x w latent, negligible next to the transformer.
         rope = rotary_tables(get_3d_rotary_pos_embed, cfg, geo, device)
-        if autocast:
-            # accelerate (mixed_precision="bf16") wraps the prepared model's forward in
-            # torch.autocast(bf16) and converts its outputs to fp32.
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-                out = transformer(
-                    hidden_states=latents,
-                    encoder_hidden_states=prompt_embeds,
-                    timestep=timesteps,
-                    ofs=None,
-                    image_rotary_emb=rope,
-                    return_dict=False,
-                )[0]
-            return out.float()
-        return transformer(
-            hidden_states=latents,
-            encoder_hidden_states=prompt_embeds,
-            timestep=timesteps,
-            ofs=None,
-            image_rotary_emb=rope,
-            return_dict=False,
-        )[0]
+        # accelerate (mixed_precision="bf16") wraps the prepared model's forward in
+        # torch.autocast(bf16) and converts its outputs to fp32.
+        context = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+        with context:
+            out = transformer(
+                hidden_states=latents,
+                encoder_hidden_states=prompt_embeds,
+                timestep=timesteps,
+                ofs=None,
+                image_rotary_emb=rope,
+                return_dict=False,
+            )[0]
+        return out.float() if autocast else out
 
     def train_step():
         pred = forward()

@@ -9,26 +9,11 @@
 #include "train_fixture.h"
 
 namespace fs = std::filesystem;
+using cvx::test::expect_same_losses;
 using cvx::test::fixture;
 using cvx::test::Fixture;
 using cvx::test::train;
 using cvx::test::TrainRun;
-
-namespace {
-
-// The same samples and draws; hybrid sharding averages each gradient in two stages (within the
-// replica, then across replicas) instead of one, a different fp32 summation order: ~1e-7 relative
-// per step, amplified by AdamW on later steps; 1e-4 relative bounds it, as for the data-parallel
-// world sizes (train_e2e_test.cpp).
-void expect_same_losses(const TrainRun& a, const TrainRun& b, const std::string& what) {
-  ASSERT_EQ(a.metrics.size(), b.metrics.size()) << what;
-  for (size_t s = 0; s < a.metrics.size(); ++s) {
-    const double x = a.metrics[s]["loss"].get<double>(), y = b.metrics[s]["loss"].get<double>();
-    EXPECT_NEAR(y, x, 1e-4 * std::abs(x)) << what << " step " << s + 1;
-  }
-}
-
-}  // namespace
 
 TEST(ProcessGridE2E, TwoReplicasOfTwoShardsTrainTheLossesOfFourShardsAndResumeOnTwoRanks) {
   const Fixture& f = fixture("5b");

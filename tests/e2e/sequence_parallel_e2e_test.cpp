@@ -10,6 +10,7 @@
 #include "train_fixture.h"
 
 namespace fs = std::filesystem;
+using cvx::test::expect_same_losses;
 using cvx::test::fixture;
 using cvx::test::Fixture;
 using cvx::test::train;
@@ -18,18 +19,6 @@ using cvx::test::TrainRun;
 namespace {
 
 const std::string kSequence2 = " --parallel.sequence_parallel_size 2";
-
-// The same samples with the same draws; P = 2 sums each parameter gradient over two token slices
-// (and attention runs on a head split), a different fp32 summation order: ~1e-7 relative per step,
-// amplified by AdamW's normalisation on later steps. 1e-4 relative bounds it with margin, as for
-// the data-parallel world sizes (train_e2e_test.cpp).
-void expect_same_losses(const TrainRun& a, const TrainRun& b, const std::string& what) {
-  ASSERT_EQ(a.metrics.size(), b.metrics.size()) << what;
-  for (size_t s = 0; s < a.metrics.size(); ++s) {
-    const double x = a.metrics[s]["loss"].get<double>(), y = b.metrics[s]["loss"].get<double>();
-    EXPECT_NEAR(y, x, 1e-4 * std::abs(x)) << what << " step " << s + 1;
-  }
-}
 
 }  // namespace
 

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -84,6 +85,14 @@ TrainRun train(const Fixture& f, int np, const fs::path& output_dir, const std::
   while (std::getline(in, line))
     if (!line.empty()) r.metrics.push_back(nlohmann::json::parse(line));
   return r;
+}
+
+void expect_same_losses(const TrainRun& a, const TrainRun& b, const std::string& what) {
+  ASSERT_EQ(a.metrics.size(), b.metrics.size()) << what;
+  for (size_t s = 0; s < a.metrics.size(); ++s) {
+    const double x = a.metrics[s]["loss"].get<double>(), y = b.metrics[s]["loss"].get<double>();
+    EXPECT_NEAR(y, x, 1e-4 * std::abs(x)) << what << " step " << s + 1;
+  }
 }
 
 }  // namespace cvx::test

@@ -31,4 +31,9 @@ struct TrainRun {
 // cvx_train --config f.config --train.output_dir output_dir ARGS on np ranks.
 TrainRun train(const Fixture& f, int np, const std::filesystem::path& output_dir, const std::string& args);
 
+// The per-step losses of two runs of the same samples and draws that sum in another fp32 order
+// (data-parallel, sequence-parallel or hybrid worlds): ~1e-7 relative per step, amplified by
+// AdamW's normalisation on later steps; 1e-4 relative bounds it with margin. `what` names the pair.
+void expect_same_losses(const TrainRun& a, const TrainRun& b, const std::string& what);
+
 }  // namespace cvx::test

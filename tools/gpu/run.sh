@@ -167,33 +167,20 @@ do_test() {
 
 table() { python3 "$root/tools/gpu/table.py" "$out/results" >"$out/table.md" 2>>"$out/logs/table.log" || true; }
 
-# bench NAME ARGS...: one bench_gpu_step run, its JSON in results/NAME.json.
-bench() {
-  local name="$1"
-  shift
+# measure NAME TIMEOUT COMMAND...: one benchmark run writing results/NAME.json (COMMAND gets
+# --json), then the table rewritten.
+measure() {
+  local name="$1" limit="$2"
+  shift 2
   runtime_env
-  stage "$name" timeout 400 "$build/bench/bench_gpu_step" --device "$device" --json "$out/results/$name.json" "$@"
+  stage "$name" timeout "$limit" "$@" --json "$out/results/$name.json"
   table
 }
-
-# vae NAME ARGS...: one bench_gpu_vae run (VAE encode of a clip).
-vae() {
-  local name="$1"
-  shift
-  runtime_env
-  stage "$name" timeout 300 "$build/bench/bench_gpu_vae" --device "$device" --json "$out/results/$name.json" "$@"
-  table
-}
-
-# official NAME ARGS...: the official stack's step (diffusers + PEFT + torch), same GPU.
-official() {
-  local name="$1"
-  shift
-  runtime_env
-  stage "$name" timeout 400 python3 "$root/bench/gpu_official_step.py" --diffusers "$work/diffusers/src" \
-    --json "$out/results/$name.json" "$@"
-  table
-}
+# cvx's step (bench_gpu_step), the VAE encode (bench_gpu_vae), the official stack's step
+# (diffusers + PEFT + torch, same GPU): NAME ARGS...
+bench() { measure "$1" 400 "$build/bench/bench_gpu_step" --device "$device" "${@:2}"; }
+vae() { measure "$1" 300 "$build/bench/bench_gpu_vae" --device "$device" "${@:2}"; }
+official() { measure "$1" 400 python3 "$root/bench/gpu_official_step.py" --diffusers "$work/diffusers/src" "${@:2}"; }
 
 for s in "${stages[@]}"; do
   case "$s" in
